@@ -1,0 +1,320 @@
+"""reward.py as worked examples: what counts as the same answer, what does not, and hostile input."""
+
+import json
+import os
+import time
+
+import pytest
+
+import reward
+from reward import check, extract_answer, gold_answer, is_equiv, normalize, rewards
+
+# (prediction, gold, equal?) grouped by category. About half are look-alikes that are NOT equal.
+CASES = {
+    "fraction": [
+        ("\\frac{1}{2}", "\\frac12", True), ("\\dfrac{1}{2}", "\\frac{1}{2}", True),
+        ("\\tfrac{3}{4}", "3/4", True), ("2/4", "\\frac{1}{2}", True), ("\\frac{-1}{2}", "-\\frac{1}{2}", True),
+        ("\\frac 59", "\\frac{5}{9}", True), ("\\frac{10}{4}", "2.5", True),
+        ("1/2", "2", False), ("\\frac{1}{2}", "\\frac{2}{1}", False), ("\\frac{1}{3}", "0.33", False),
+        ("\\frac{3}{4}", "\\frac{4}{3}", False), ("-\\frac{1}{2}", "\\frac{1}{2}", False),
+    ],
+    "decimal": [
+        ("0.5", "\\frac{1}{2}", True), (".35625", "0.35625", True), ("1.50", "1.5", True),
+        ("0.0000672", ".0000672", True), ("3.0", "3", True),
+        ("0.5", "0.51", False), ("0.35625", "0.3562", False), ("1.5", "15", False), ("0.1", "0.01", False),
+    ],
+    "sqrt": [
+        ("\\sqrt{8}", "2\\sqrt{2}", True), ("\\sqrt2", "\\sqrt{2}", True), ("\\frac{\\sqrt{21}}{5}", "\\frac{1}{5}\\sqrt{21}", True),
+        ("\\sqrt[3]{8}", "2", True), ("\\frac{1}{\\sqrt{2}}", "\\frac{\\sqrt{2}}{2}", True), ("1.41421356", "\\sqrt{2}", True),
+        ("\\sqrt{2}", "2", False), ("\\sqrt{3}", "\\sqrt[3]{3}", False), ("2\\sqrt{2}", "\\sqrt{2}", False),
+        ("1.41", "\\sqrt{2}", False), ("\\sqrt{51}", "\\sqrt{15}", False),
+    ],
+    "pi": [
+        ("288\\pi", "288 \\pi", True), ("\\pi r^2", "r^2\\pi", True), ("2\\pi", "\\pi \\cdot 2", True),
+        ("\\frac{\\pi}{2}", "\\frac{1}{2}\\pi", True), ("3.14159265358979", "\\pi", True),
+        ("\\pi", "3.14", False), ("2\\pi", "\\pi", False), ("\\frac{\\pi}{2}", "\\frac{\\pi}{3}", False),
+        ("\\pi^2", "2\\pi", False),
+    ],
+    "interval": [
+        ("(2,12) \\cup (12,102)", "(2, 12)\\cup(12, 102)", True), ("(12,102)\\cup(2,12)", "(2,12)\\cup(12,102)", True),
+        ("[2, 5)", "x \\in [2,5)", True), ("(-\\infty, 3]", "(-\\infty,3]", True),
+        ("\\left[ \\frac{1}{2}, 1 \\right)", "[0.5, 1)", True),
+        ("[2,5)", "(2,5)", False), ("[2,5]", "[2,5)", False), ("(-\\infty,3)", "(-\\infty,3]", False),
+        ("(2,12)", "(2,12)\\cup(12,102)", False), ("(0,9)\\cup(9,36)", "(0,9)\\cup(9,35)", False),
+    ],
+    "set": [
+        ("\\{1,2\\}", "\\{2,1\\}", True), ("\\{1, 2, 3\\}", "\\{3,2,1\\}", True), ("1, 2", "2, 1", True),
+        ("\\{1,2\\}", "1, 2", True), ("-2, 3", "3, -2", True), ("3 \\pm 2\\sqrt{2}", "3+2\\sqrt{2}, 3-2\\sqrt{2}", True),
+        ("\\{1,2\\}", "\\{1,3\\}", False), ("1, 2", "1, 2, 3", False), ("1, 1", "1, 2", False),
+        ("3 + 2\\sqrt{2}", "3 \\pm 2\\sqrt{2}", False),
+    ],
+    "tuple": [
+        ("(6,31,-1)", "(6, 31, -1)", True), ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})", True),
+        ("(1,-16,-4,43)", "(1, -16, -4, 43)", True), ("(0.5, 2)", "(\\frac12, 2)", True),
+        ("(1,2)", "[1,2]", False), ("(1,2)", "(2,1)", False), ("(1,2)", "(1,2,3)", False), ("(1,2)", "1,2", False),
+        ("(3,\\frac{\\pi}{2})", "(3,\\frac{\\pi}{3})", False),
+    ],
+    "degree": [
+        ("55^\\circ", "55", True), ("120^{\\circ}", "120", True), ("30\u00b0", "30", True), ("45", "45^\\circ", True),
+        ("55^\\circ", "56", False), ("90^\\circ", "180", False), ("120^{\\circ}", "12", False),
+    ],
+    "percent": [
+        ("50\\%", "50", True), ("25%", "25", True), ("50\\%", "0.5", True), ("12.5\\%", "12.5", True),
+        ("50\\%", "5", False), ("25\\%", "0.025", False), ("10%", "1", False),
+    ],
+    "text": [
+        ("\\text{(E)}", "E", True), ("\\text{(C)}", "(C)", True), ("C", "\\text{(C)}", True),
+        ("\\text{Evelyn}", "Evelyn", True), ("monday", "\\text{Monday}", True), ("\\text{east}", "East", True),
+        ("\\text{(C)}", "D", False), ("Evelyn", "Evan", False), ("\\text{east}", "west", False),
+        ("Monday", "Tuesday", False),
+    ],
+    "units": [
+        ("5.4 \\text{ cents}", "5.4", True), ("10 \\text{ cm}", "10", True), ("18 dollars", "18", True),
+        ("12\\mbox{ inches}", "12", True), ("6 square units", "6", True), ("24 \\text{ units}^2", "24", True),
+        ("5.4 \\text{ cents}", "5.5", False), ("10 \\text{ cm}", "100", False), ("18 dollars", "1.8", False),
+    ],
+    "equation": [
+        ("y = 2x + 1", "2x+1", True), ("x=5", "5", True), ("x^2 + y^2 = 1", "y^2+x^2=1", True),
+        ("y = -13x + 3", "-13x+3", True), ("2x - y = 4", "y - 2x = -4", True), ("k=2", "2", True),
+        ("y = 2x + 1", "2x - 1", False), ("x=5", "6", False), ("x^2 + y^2 = 1", "x^2+y^2=2", False),
+        ("x + y = 1", "x - y = 1", False),
+    ],
+    "thousands": [
+        ("1,000", "1000", True), ("58,500", "58500", True), ("1{,}234{,}567", "1234567", True),
+        ("10\\,000", "10000", True), ("1,000,000", "10^6", True),
+        ("1,000", "100", False), ("58,500", "5850", False), ("1,234", "1.234", False),
+    ],
+    "negative": [
+        ("-4", "-4", True), ("-9", "- 9", True), ("\\frac{-3}{4}", "-0.75", True), ("-256", "-2^8", True),
+        ("-4", "4", False), ("-41", "41", False), ("-\\frac{1}{2}", "\\frac{1}{2}", False), ("-2^8", "256", False),
+    ],
+    "scientific": [
+        ("1.5e3", "1500", True), ("2.5\\times10^{3}", "2500", True), ("6.72 \\times 10^{-5}", ".0000672", True),
+        ("1e6", "1000000", True), ("3 \\cdot 10^2", "300", True),
+        ("1.5e3", "150", False), ("2.5\\times10^{3}", "25000", False), ("1e-3", "0.01", False),
+    ],
+    "matrix": [
+        ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+        ("\\begin{pmatrix} \\frac12 \\\\ -1 \\end{pmatrix}", "\\begin{pmatrix} 0.5 \\\\ -1 \\end{pmatrix}", True),
+        ("\\begin{bmatrix} 2 & 0 \\\\ 0 & 2 \\end{bmatrix}", "\\begin{bmatrix}2&0\\\\0&2\\end{bmatrix}", True),
+        ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{pmatrix} 1 & 3 \\\\ 2 & 4 \\end{pmatrix}", False),
+        ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 & 2 \\end{pmatrix}", False),
+        ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\\\ 3 \\end{pmatrix}", False),
+    ],
+    "expression": [
+        ("x^2+2x+1", "(x+1)^2", True), ("8n^2 + 4n + 1", "1 + 4n + 8n^2", True), ("p - q", "-q+p", True),
+        ("\\sin^2 x + \\cos^2 x", "1", True), ("e^{i\\pi}", "-1", True), ("\\log_2 8", "3", True),
+        ("6 - 5i", "6-5i", True), ("2k", "k \\cdot 2", True), ("\\frac{x}{2}", "0.5x", True),
+        ("x^5 - x^4 + x^3 - x^2 + x - 1", "(x-1)(x^4+x^2+1)", True), ("|-3|", "3", True), ("5!", "120", True),
+        ("(x+1)^2", "x^2+1", False), ("2k", "k+2", False), ("6 - 5i", "6+5i", False), ("\\ln 2", "\\log_2 e", False),
+        ("x^2", "2x", False), ("\\sin x", "\\cos x", False), ("ab", "a+b", False), ("4!", "4", False),
+    ],
+    "plain number": [
+        ("46", "46", True), ("720", "720.0", True), ("007", "7", True), ("12", " 12 ", True), ("12.", "12", True),
+        ("46", "64", False), ("720", "72", False), ("0", "O", False), ("1", "11", False),
+    ],
+}
+
+
+def flat_cases():
+    return [(cat, p, g, want) for cat, rows in CASES.items() for p, g, want in rows]
+
+
+def test_case_table_is_big_and_has_enough_look_alikes():
+    cases = flat_cases()
+    assert len(cases) >= 150
+    assert sum(not want for *_, want in cases) >= len(cases) / 3
+
+
+@pytest.mark.parametrize("cat,pred,gold,want", flat_cases(), ids=lambda x: x if isinstance(x, str) else "")
+def test_equivalence(cat, pred, gold, want):
+    ok, reason = check(pred, gold)
+    assert ok is want, f"[{cat}] {pred!r} vs {gold!r}: {reason}"
+
+
+def test_equivalence_is_symmetric_on_the_table():
+    for cat, p, g, want in flat_cases():
+        if cat in ("units", "percent"):   # the gold side decides what a unit or a percent means
+            continue
+        assert is_equiv(g, p) is want, (p, g)
+
+
+# --- extraction -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("text,want", [
+    ("so the answer is \\boxed{42}.", "42"),
+    ("\\boxed{1} first, then \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),             # multiple boxed: last
+    ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt{3}}{2}"),                   # nested braces
+    ("\\fbox{7}", "7"),
+    ("\\boxed 5 is it", "5"),
+    ("\\boxed{2} and then \\boxed{3", "2"),                                    # unbalanced last box
+    ("Janet makes 9 * 2 = 18.\n#### 18", "18"),                                 # GSM8K
+    ("#### 1,234\n", "1,234"),
+    ("Therefore, the answer is 7.", "7"),
+    ("The answer is: $\\frac{1}{2}$", "\\frac{1}{2}"),
+    ("no answer here, 3 and 4", None),                                         # no answer: None
+    ("", None),
+])
+def test_extract_answer(text, want):
+    assert extract_answer(text) == want
+
+
+def test_last_number_fallback_is_off_by_default():
+    assert extract_answer("I think 3 then 4") is None
+    assert extract_answer("I think 3 then 4", last_number_fallback=True) == "4"
+
+
+def test_gold_answer_of_gsm8k_and_math():
+    assert gold_answer("16 - 3 - 4 = 9 ...\n#### 1,080") == "1080"
+    assert gold_answer(" \\frac{1}{2} ") == "\\frac{1}{2}"
+
+
+def test_rewards_batch_and_cache():
+    completions = ["\\boxed{4}", "\\boxed{5}", "#### 4", "nothing", "\\boxed{4}"]
+    golds = ["4", "4", "4", "4", "2+2"]
+    assert rewards(completions, golds) == [1.0, 0.0, 1.0, 0.0, 1.0]
+    with pytest.raises(ValueError):
+        rewards(["a"], [])
+
+
+def test_normalize_examples():
+    assert normalize("\\left( 3, \\dfrac{\\pi}{2} \\right)") == "( 3, \\frac{\\pi}{2} )"
+    assert normalize("$10\\,000$.") == "10000"
+    assert normalize("x = 5") == "5"
+
+
+def test_no_answer_gives_reward_zero_and_a_reason():
+    assert check(None, "1") == (False, "no answer found")
+    assert rewards(["I don't know"], ["1"]) == [0.0]
+
+
+# --- hostile input --------------------------------------------------------------------------------
+HOSTILE = [
+    "__import__('os').system('touch pwned')",
+    "__import__(\"os\").system(\"touch pwned\")",
+    "().__class__.__bases__[0].__subclasses__()",
+    "lambda: __import__('os').system('touch pwned')",
+    "(lambda x: x)(1)",
+    "x.__class__",
+    "x.__globals__",
+    "exec('open(\"pwned\",\"w\")')",
+    "eval('1+1')",
+    "open('pwned', 'w').write('x')",
+    "__builtins__",
+    "sympy.sympify('1')",
+    "Symbol('x').__init__",
+    "{a: 1 for a in range(10**9)}",
+    "[x for x in ().__class__.__base__.__subclasses__()]",
+    "1 if True else 0",
+    "import os",
+    "getattr(x, '__class__')",
+    "\\text{__import__('os')}",
+    "\\boxed{__import__('os')}",
+    "9^{9^{9^9}}",
+    "10^{10^{10}}",
+    "100000!",
+    "(10^{9999})!",
+    "2^{2^{2^{2^{2^{2}}}}}",
+    "(x^{9999})^{9999}",
+    "((((2^{999})^{999})^{999})^{999})",
+    "\\sqrt[1000000]{2}",
+    "\\frac{1}{0}",
+    "0^{-1}",
+    "(" * 10_000 + "1" + ")" * 10_000,
+    "{" * 10_000,
+    "\\frac{" * 5_000,
+    "-" * 900 + "1",
+    "1" * 1_000_000,
+    "\\boxed{}" * 10_000,
+    "1\x002",
+    "\u202e1\u202d",
+    "\ud800",
+    "\u0661\u0662",
+    "x" * 999,
+    "\\sin(" * 300 + "1" + ")" * 300,
+    "e^{e^{e^{e^{e^{e^{e^{10}}}}}}}",
+    "\\begin{pmatrix}" + "1&" * 400 + "1\\end{pmatrix}",
+]
+
+
+def test_hostile_list_is_long_enough():
+    assert len(HOSTILE) >= 30
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_input_is_wrong_fast_and_harmless(text, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    limit = 0.5
+    t0 = time.perf_counter()
+    for pred, gold in ((text, "1"), (text, "2"), ("1", text)):
+        ok, reason = check(pred, gold, timeout=limit)
+        assert ok is False, (pred[:80], reason)
+    assert rewards(["\\boxed{%s}" % text, text], ["1", "1"], timeout=limit) == [0.0, 0.0]
+    assert time.perf_counter() - t0 < 5 * 4 * limit       # 4 checks, each well inside a few limits
+    assert list(tmp_path.iterdir()) == []                  # nothing was created
+
+
+def test_model_text_never_reaches_eval(monkeypatch):
+    """sympify / parse_expr / parse_latex on a string all end in Python's eval or exec: forbid both."""
+    import builtins
+    import sympy
+
+    calls = []
+
+    def boom(*a, **k):
+        calls.append(a)                       # recorded: check() itself would swallow the error
+        raise AssertionError("eval/exec was called")
+    monkeypatch.setattr(builtins, "eval", boom)
+    monkeypatch.setattr(builtins, "exec", boom)
+    with pytest.raises(AssertionError):       # the trap works: sympify of a string is caught
+        sympy.sympify("1 + 1")
+    calls.clear()
+    for text in HOSTILE[:30] + ["x^2+2x+1", "\\frac{\\sqrt{2}}{2}", "(1,2)", "\\{1,2\\}"]:
+        check(text, "(x+1)^2")
+    assert check("x^2+2x+1", "(x+1)^2") == (True, "equal")
+    assert calls == []
+
+
+def test_slow_simplify_is_cut_by_the_timeout(monkeypatch):
+    import sympy
+
+    def slow(expr, *a, **k):
+        while True:
+            pass
+    monkeypatch.setattr(sympy, "simplify", slow)
+    monkeypatch.setattr(reward, "_numeric", lambda *a, **k: None)  # force the simplify path
+    t0 = time.perf_counter()
+    ok, reason = check("x^2 - 1", "(x-1)(x+1)", timeout=0.2)
+    assert ok is False and "timed out" in reason
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_in_a_worker_thread_the_unbounded_step_is_skipped(monkeypatch):
+    import threading
+    import sympy
+    monkeypatch.setattr(sympy, "simplify", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=check("x^2", "(x)(x)"), s=check("\\frac{1}{0}", "1")))
+    t.start()
+    t.join(10)
+    assert out["r"] == (True, "equal") and out["s"][0] is False
+
+
+# --- real data (the datasets' own reference answers) --------------------------------------------
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(DATA, "math500_test.jsonl")), reason="no shared data")
+def test_math500_reference_solutions_agree_with_their_answers():
+    with open(os.path.join(DATA, "math500_test.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    misses = [(r["unique_id"], r["answer"]) for r in rows
+              if not is_equiv(extract_answer(r["solution"]), r["answer"])]
+    assert misses == []
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(DATA, "gsm8k_test.jsonl")), reason="no shared data")
+def test_gsm8k_answers_agree_with_themselves_boxed():
+    with open(os.path.join(DATA, "gsm8k_test.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    golds = [extract_answer(r["answer"]) for r in rows]          # the text after "####"
+    assert rewards(["\\boxed{%s}" % g for g in golds], golds) == [1.0] * len(rows)
