@@ -254,9 +254,16 @@ def test_hostile_input_is_wrong_fast_and_harmless(text, tmp_path, monkeypatch):
 
 
 def test_model_text_never_reaches_eval(monkeypatch):
-    """sympify / parse_expr / parse_latex on a string all end in Python's eval or exec: forbid both."""
+    """sympify / parse_expr / parse_latex on a string all end in Python's eval or exec: forbid both.
+
+    sympy's first simplify() imports sympy.physics.units, which sympifies its own constant strings:
+    a warm-up pass does those imports before the trap is set."""
     import builtins
     import sympy
+
+    texts = HOSTILE[:30] + ["x^2+2x+1", "\\frac{\\sqrt{2}}{2}", "(1,2)", "\\{1,2\\}", "x^2-1"]
+    for text in texts:
+        check(text, "(x+1)^2")
 
     calls = []
 
@@ -268,7 +275,7 @@ def test_model_text_never_reaches_eval(monkeypatch):
     with pytest.raises(AssertionError):       # the trap works: sympify of a string is caught
         sympy.sympify("1 + 1")
     calls.clear()
-    for text in HOSTILE[:30] + ["x^2+2x+1", "\\frac{\\sqrt{2}}{2}", "(1,2)", "\\{1,2\\}"]:
+    for text in texts:
         check(text, "(x+1)^2")
     assert check("x^2+2x+1", "(x+1)^2") == (True, "equal")
     assert calls == []
