@@ -171,10 +171,15 @@ def normalize(s):
 def parse_number(s):
     """A normalized string that is just a number -> Fraction, else None.
 
-    "42", "-3.5", ".35625", "1/8", "\\frac{3}{4}", "-\\frac{1}{2}", "1.5e3", "2.5\\times10^{3}".
+    "42", "-3.5", ".35625", "1/8", "\\frac{3}{4}", "-\\frac{1}{2}", "1.5e3", "2.5\\times10^{3}", and the
+    mixed numbers MATH writes as "1\\frac{4}{5}" (= 9/5, not 1 * 4/5).
     """
     if len(s) > 100:
         return None
+    m = re.fullmatch(r"(-?)(\d+)\\frac{(\d+)}{(\d+)}", s)     # a mixed number: 1\frac{4}{5} = 9/5
+    if m and int(m.group(4)) != 0:
+        value = int(m.group(2)) + Fraction(int(m.group(3)), int(m.group(4)))
+        return -value if m.group(1) else value
     m = re.fullmatch(r"(-?)\\frac{(-?\d+)}{(-?\d+)}", s) or re.fullmatch(r"(-?)(-?\d+)/(-?\d+)", s)
     if m:
         num, den = int(m.group(2)), int(m.group(3))

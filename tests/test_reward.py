@@ -14,7 +14,8 @@ CASES = {
     "fraction": [
         ("\\frac{1}{2}", "\\frac12", True), ("\\dfrac{1}{2}", "\\frac{1}{2}", True),
         ("\\tfrac{3}{4}", "3/4", True), ("2/4", "\\frac{1}{2}", True), ("\\frac{-1}{2}", "-\\frac{1}{2}", True),
-        ("\\frac 59", "\\frac{5}{9}", True), ("\\frac{10}{4}", "2.5", True),
+        ("\\frac 59", "\\frac{5}{9}", True), ("\\frac{10}{4}", "2.5", True), ("9/5", "1\\frac{4}{5}", True),
+        ("1\\frac{4}{5}", "\\frac{4}{5}", False),
         ("1/2", "2", False), ("\\frac{1}{2}", "\\frac{2}{1}", False), ("\\frac{1}{3}", "0.33", False),
         ("\\frac{3}{4}", "\\frac{4}{3}", False), ("-\\frac{1}{2}", "\\frac{1}{2}", False),
     ],
