@@ -30,7 +30,7 @@ def perturb(ans):
 
 
 def rewrite(ans):
-    return re.sub(r"(?<!\d)\\frac{(\d+)}{(\d+)}", r"\1/\2", ans).replace(",", ", ")
+    return re.sub(r"(?<![\d ])\\frac{(\d+)}{(\d+)}", r"\1/\2", ans).replace(",", ", ")
 
 
 def rate(pairs):
