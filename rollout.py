@@ -1,0 +1,211 @@
+"""rollout.py: sample many completions at once from a Hugging Face causal LM, with exact log-probs.
+
+Chapter 2 of the tutorial. Sampling is where GRPO spends most of its time, so this is a small,
+hand-written decoding loop rather than `model.generate`:
+
+  1. left-pad the prompts into one batch (P, L) with an attention mask and position ids
+     position_ids = cumsum(mask) - 1, so every prompt's first real token is at position 0;
+  2. prefill the P prompts once, then expand the KV cache to P * n rows (n samples per prompt):
+     the prompt is never recomputed n times;
+  3. decode one token per step for all rows at once, reusing the KV cache; a row that emitted EOS
+     is finished: its later tokens are padding, masked out; the loop stops when every row is done.
+
+The log-prob of each sampled token is recorded as it is sampled, under softmax(logits / temperature):
+after temperature, before top-k / top-p truncation (temperature 0, greedy, records temperature 1).
+`sequence_logprobs` below computes the same quantity for the training step, so the GRPO ratio
+exp(logp_new - logp_old) is exactly 1 before the first update.
+
+Rows are laid out group by group: prompt 0's n samples, then prompt 1's, ... which is the layout
+grpo.group_advantages expects.
+"""
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from grpo import token_logprobs
+
+
+@dataclass
+class Rollout:
+    """A batch of B = P * n completions, right-padded to T tokens.
+
+    tokens:   (B, T) long    sampled token ids, pad_token_id after the end
+    mask:     (B, T) float   1 for completion tokens (the EOS token included), 0 for padding
+    logprobs: (B, T) float32 log-prob of each sampled token under softmax(logits / temperature), 0 at padding
+    lengths:  (B,)   long    number of completion tokens (mask.sum(1))
+    finished: (B,)   bool    True where the row ended with EOS, False where max_new_tokens cut it
+    texts:    list of B decoded completions (special tokens skipped), if a tokenizer was given
+    """
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    logprobs: torch.Tensor
+    lengths: torch.Tensor
+    finished: torch.Tensor
+    texts: list
+
+
+def left_pad(prompts, pad_token_id, device=None):
+    """Lists of token ids -> ids (P, L) left-padded, mask (P, L), position_ids (P, L)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    L = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_token_id] * (L - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return ids, mask, position_ids_from_mask(mask)
+
+
+def position_ids_from_mask(mask):
+    """position of each token among the real tokens of its row: cumsum(mask) - 1 (padding -> 0)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _forward_params(model):
+    """Names the model's forward accepts (looking through a DDP wrapper)."""
+    return inspect.signature(getattr(model, "module", model).forward).parameters
+
+
+def _cache_kwarg(model):
+    """transformers renamed `past_key_values` to `cache` (5.x); pass the cache under either name."""
+    return "cache" if "cache" in _forward_params(model) else "past_key_values"
+
+
+def _new_cache(model):
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # older transformers
+        return DynamicCache()
+
+
+def filter_logits(logits, top_k=0, top_p=1.0):
+    """Set logits outside the top-k / top-p (nucleus) set to -inf.  logits: (b, V), already / temperature."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]                  # (b, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the tokens ranked above it already cover top_p of the mass
+        drop_sorted = probs.cumsum(-1) - probs > top_p                          # (b, V), never the first
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+@torch.inference_mode()
+def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_p, top_k, eos, pad_id,
+                       generator, check_every):
+    """Sample counts[i] completions of prompts[i]; returns tokens, mask, logprobs, finished (rows grouped)."""
+    device = next(model.parameters()).device
+    ids, mask, pos = left_pad(prompts, pad_id, device)                          # (P, L)
+    rows = torch.repeat_interleave(torch.arange(len(prompts), device=device),
+                                   torch.tensor(counts, device=device))         # (b,) prompt of each row
+    cache = _new_cache(model)
+    cache_kw = _cache_kwarg(model)
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_kw: cache}, **extra)
+    logits = out.logits[:, -1].float()[rows]                                    # (b, V) next-token logits
+    cache.batch_select_indices(rows)                                            # (P, ...) -> (b, ...)
+    mask = mask[rows]                                                           # (b, L)
+    next_pos = pos[rows, -1] + 1                                                # (b,)
+    b = rows.numel()
+    eos_ids = torch.tensor(eos or [-1], device=device)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    tokens, logps, masks = [], [], []
+    tau = temperature if temperature > 0 else 1.0
+    for step in range(max_new_tokens):
+        logp_all = torch.log_softmax(logits / tau, dim=-1)                      # (b, V) sampling distribution
+        if temperature > 0:
+            probs = filter_logits(logits / tau, top_k, top_p).softmax(-1)
+            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)   # (b,)
+        else:
+            nxt = logits.argmax(-1)
+        lp = logp_all.gather(1, nxt[:, None]).squeeze(1)                        # (b,) log pi(token)
+        alive = ~done
+        tokens.append(torch.where(alive, nxt, torch.full_like(nxt, pad_id)))
+        logps.append(torch.where(alive, lp, torch.zeros_like(lp)))
+        masks.append(alive)
+        done = done | torch.isin(nxt, eos_ids)
+        if step == max_new_tokens - 1 or ((step + 1) % check_every == 0 and bool(done.all())):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)           # (b, L + step + 1)
+        out = model(input_ids=tokens[-1][:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                    use_cache=True, **{cache_kw: cache})
+        logits = out.logits[:, -1].float()
+        next_pos = next_pos + 1
+    return (torch.stack(tokens, 1), torch.stack(masks, 1).float(), torch.stack(logps, 1).float(), done)
+
+
+def sample(model, prompts, n=1, max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, eos_token_id=None,
+           pad_token_id=0, generator=None, seed=None, max_batch_size=None, tokenizer=None):
+    """Sample n completions for each prompt.
+
+    prompts: list of P token-id lists (any lengths); returns a Rollout of B = P * n rows, grouped by
+    prompt. eos_token_id: an int or a list of ints. generator (or seed) makes sampling reproducible.
+    max_batch_size bounds the rows decoded together (memory): larger requests are split into
+    micro-batches transparently, each prefilling its prompts once.
+    """
+    device = next(model.parameters()).device
+    if generator is None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(0 if seed is None else seed)
+    eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+    cap = max_batch_size or len(prompts) * n
+    # pack (prompt, copies) pieces into micro-batches of at most `cap` rows
+    batches, current, used = [], [], 0
+    for i in range(len(prompts)):
+        left = n
+        while left:
+            take = min(left, cap - used)
+            current.append((i, take))
+            used += take
+            left -= take
+            if used == cap:
+                batches.append(current)
+                current, used = [], 0
+    if current:
+        batches.append(current)
+    check_every = 1 if device.type == "cpu" else 8   # the all-done check is a host sync on GPUs
+    parts = []
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            parts.append(_sample_microbatch(model, [prompts[i] for i, _ in batch], [c for _, c in batch],
+                                            max_new_tokens, temperature, top_p, top_k, eos, pad_token_id,
+                                            generator, check_every))
+    finally:
+        model.train(was_training)
+    T = max(p[0].shape[1] for p in parts)
+
+    def cat(k, fill):
+        return torch.cat([torch.nn.functional.pad(p[k], (0, T - p[k].shape[1]), value=fill) for p in parts])
+    tokens, mask, logprobs = cat(0, pad_token_id), cat(1, 0.0), cat(2, 0.0)
+    finished = torch.cat([p[3] for p in parts])
+    texts = []
+    if tokenizer is not None:
+        texts = tokenizer.batch_decode([t[m.bool()].tolist() for t, m in zip(tokens, mask)],
+                                       skip_special_tokens=True)
+    return Rollout(tokens, mask, logprobs, mask.sum(1).long(), finished, texts)
+
+
+def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=1.0, chunk_size=None):
+    """log pi(token) of each completion token, recomputed by one forward pass (with gradient).
+
+    prompt_ids, prompt_mask: (B, L) left-padded prompts (one row per completion)
+    tokens, mask:            (B, T) right-padded completions (Rollout.tokens, Rollout.mask)
+    returns:                 (B, T) log-probs under softmax(logits / temperature), as Rollout.logprobs
+
+    Only the T positions that predict completion tokens get logits (logits_to_keep = T + 1), and
+    grpo.token_logprobs turns them into log-probs chunk by chunk (chunk_size positions at a time).
+    """
+    T = tokens.shape[1]
+    ids = torch.cat([prompt_ids, tokens], dim=1)                                # (B, L + T)
+    attn = torch.cat([prompt_mask, mask.to(prompt_mask.dtype)], dim=1)
+    pos = position_ids_from_mask(attn)
+    extra = {"logits_to_keep": T + 1} if "logits_to_keep" in _forward_params(model) else {}
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **extra).logits
+    logits = logits[:, -(T + 1):-1]                                             # (B, T, V) predicts tokens
+    return token_logprobs(logits, tokens, temperature, chunk_size)

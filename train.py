@@ -1,0 +1,760 @@
+"""train.py: GRPO (and online DPO) on verifiable math, end to end.
+
+Chapter 4 of the tutorial. One training step:
+
+    prompts  --rollout.sample-->  G completions each  --reward.rewards-->  r  (1 right, 0 wrong)
+    r  --grpo.group_advantages-->  A  --grpo.grpo_loss over micro-batches-->  one optimizer step
+
+    python train.py --group-size 2            # built-in task and tiny model: offline, CPU, ~2 minutes
+    python train.py --model Qwen/Qwen2.5-Math-1.5B --data math_train.jsonl --eval-data math500_test.jsonl ...
+    torchrun --nproc_per_node 4 train.py ...  # data parallel: each rank samples its own prompts
+
+With no --model and no --data, a tiny Qwen2 (2 layers, hidden 128, a 24-token character vocabulary)
+is built from a config, saved and loaded back with save_pretrained / from_pretrained (the code path
+of a real model), and warm-started with a short supervised phase on the built-in task (2-digit
+addition, answered as \\boxed{N}) so that RL starts with some signal. Both are cached on disk.
+"""
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from eval import evaluate
+from grpo import ADVANTAGE_MODES, AGGREGATIONS, dpo_loss, group_advantages, grpo_loss, preference_pairs
+from reward import gold_answer, rewards
+from rollout import left_pad, sample, sequence_logprobs
+
+
+# ---------------------------------------------------------------------------------------------------
+# Configuration: one dataclass, the command line is generated from it
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class Config:
+    # model and data
+    model: str = field(default="", metadata={"help": "model directory or hub id; empty: the built-in tiny model"})
+    data: str = field(default="", metadata={"help": "training JSONL; empty: the built-in addition task"})
+    eval_data: str = field(default="", metadata={"help": "held-out JSONL; default: built-in held-out split"})
+    problem_field: str = field(default="", metadata={"help": "problem field; empty: 'problem', else 'question'"})
+    answer_field: str = field(default="answer", metadata={"help": "answer field (GSM8K's '#### N' is understood)"})
+    template: str = field(default="auto", metadata={"help": "auto|chat|plain|raw (see build_prompts)"})
+    max_prompt_tokens: int = field(default=1024, metadata={"help": "longer prompts are left out, with a count"})
+    out_dir: str = field(default="runs/default", metadata={"help": "metrics, config, checkpoint, final model"})
+    cache_dir: str = field(default=".cache", metadata={"help": "where the tiny model and its warm start live"})
+    # algorithm
+    loss: str = field(default="grpo", metadata={"help": "grpo, or dpo: online DPO on 2-rollout pairs"})
+    group_size: int = field(default=2, metadata={"help": "G, rollouts per prompt"})
+    prompts_per_step: int = field(default=64, metadata={"help": "P, prompts per step (over all ranks)"})
+    steps: int = field(default=150, metadata={"help": "optimizer steps (each on P * G fresh rollouts)"})
+    num_iterations: int = field(default=1, metadata={"help": "policy updates per rollout batch (mu)"})
+    advantage: str = field(default="group", metadata={"help": "group | center | batch (grpo.group_advantages)"})
+    aggregation: str = field(default="seq_mean", metadata={"help": "seq_mean | token_mean | seq_sum (grpo.grpo_loss)"})
+    eps_low: float = field(default=0.2, metadata={"help": "clip range below 1"})
+    eps_high: float = field(default=0.28, metadata={"help": "clip range above 1 (0.28: the paper's)"})
+    beta: float = field(default=0.0, metadata={"help": "KL weight; a reference model is loaded only if > 0"})
+    dpo_beta: float = field(default=0.1, metadata={"help": "beta of the DPO loss"})
+    dpo_ref: str = field(default="initial", metadata={"help": "DPO reference: initial (frozen copy) or old (sampler)"})
+    skip_ties: bool = field(default=True, metadata={"help": "drop zero-advantage rollouts before the backward"})
+    # sampling
+    max_new_tokens: int = field(default=0, metadata={"help": "completion length cap; 0: 16 built-in, 1024 with --data"})
+    temperature: float = field(default=1.0, metadata={"help": "rollout temperature"})
+    top_p: float = 1.0
+    top_k: int = 0
+    # optimization
+    lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = 0.0
+    warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps"})
+    schedule: str = field(default="constant", metadata={"help": "constant | cosine | linear after warm-up"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 disables"})
+    micro_batch_size: int = field(default=64, metadata={"help": "sequences per forward/backward"})
+    rollout_batch_size: int = field(default=0, metadata={"help": "max sequences sampled together; 0: all"})
+    gradient_checkpointing: bool = False
+    logprob_chunk: int = field(default=0, metadata={"help": "positions per log-softmax chunk; 0: all at once"})
+    dtype: str = field(default="auto", metadata={"help": "auto (fp32 weights, bf16 autocast on CUDA) | float32 | bfloat16"})
+    seed: int = 0
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    # evaluation, logging, checkpoints
+    eval_every: int = field(default=50, metadata={"help": "held-out evaluation every N steps; 0: start and end only"})
+    eval_problems: int = field(default=500, metadata={"help": "held-out problems evaluated (first N)"})
+    eval_samples: int = field(default=1, metadata={"help": "k; 1 with eval_temperature 0 is greedy accuracy"})
+    eval_temperature: float = 0.0
+    eval_top_p: float = 1.0
+    eval_top_k: int = 0
+    save_every: int = field(default=50, metadata={"help": "checkpoint every N steps (and at the end)"})
+    resume: bool = field(default=False, metadata={"help": "continue from out_dir/checkpoint.pt"})
+    warm_start_target: float = field(default=0.2, metadata={"help": "built-in task: supervised warm start "
+                                                           "until validation accuracy passes this"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+
+def parse_args(argv=None):
+    """argparse over Config: every field is a --flag with its default; booleans take --x / --no-x."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        helptext = f.metadata.get("help", "") + f" (default: {f.default!r})"
+        if f.type is bool or f.type == "bool":
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helptext)
+        else:
+            ap.add_argument(flag, type=type(f.default), default=f.default, help=helptext)
+    cfg = Config(**vars(ap.parse_args(argv)))
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg):
+    """Refuse settings that cannot work, before anything is loaded."""
+    problems = []
+    if cfg.loss not in ("grpo", "dpo"):
+        problems.append("--loss must be grpo or dpo")
+    if cfg.loss == "dpo" and cfg.group_size != 2:
+        problems.append("--loss dpo trains on 2-rollout pairs: use --group-size 2")
+    if cfg.group_size < 2:
+        problems.append("--group-size must be at least 2 (advantages are relative to the group)")
+    if cfg.advantage not in ADVANTAGE_MODES:
+        problems.append(f"--advantage must be one of {ADVANTAGE_MODES}")
+    if cfg.aggregation not in AGGREGATIONS:
+        problems.append(f"--aggregation must be one of {AGGREGATIONS}")
+    if cfg.schedule not in ("constant", "cosine", "linear"):
+        problems.append("--schedule must be constant, cosine or linear")
+    if cfg.template not in ("auto", "chat", "plain", "raw"):
+        problems.append("--template must be auto, chat, plain or raw")
+    if cfg.dpo_ref not in ("initial", "old"):
+        problems.append("--dpo-ref must be initial or old")
+    if cfg.eval_samples > 1 and cfg.eval_temperature == 0:
+        problems.append("--eval-samples > 1 needs --eval-temperature > 0 (greedy samples are identical)")
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The built-in task and the built-in tiny model
+# ---------------------------------------------------------------------------------------------------
+TINY_VOCAB = ["<pad>", "<eos>", "<bos>", "<unk>"] + list("0123456789+=\\boxed{}")
+
+
+def tiny_task_problems(seed=1234):
+    """2-digit addition "a+b=" -> gold "a+b", all 10,000 pairs a, b in 0..99, in a fixed split:
+    500 held-out test problems, 200 validation problems (for the warm start), 9,300 for training."""
+    pairs = [(a, b) for a in range(100) for b in range(100)]
+    random.Random(seed).shuffle(pairs)
+    probs = [{"problem": f"{a}+{b}=", "gold": str(a + b)} for a, b in pairs]
+    return {"test": probs[:500], "val": probs[500:700], "train": probs[700:]}
+
+
+def tiny_model_config():
+    """A ~0.4M-parameter Qwen2: 2 layers, hidden 128, a character vocabulary of 24 tokens."""
+    from transformers import Qwen2Config
+    return Qwen2Config(vocab_size=len(TINY_VOCAB), hidden_size=128, intermediate_size=512, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                       tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+
+
+def build_tiny_tokenizer():
+    """A character-level tokenizer built locally (no download): one token per character.
+
+    Purely one character per token on purpose: transformers 5 reloads the tokenizer of a Qwen2 model
+    directory as Qwen2Tokenizer (byte-level BPE rebuilt from vocab and merges), which keeps a
+    character vocabulary without merges intact but would silently split any multi-character token.
+    tests/test_train.py checks that the reloaded tokenizer encodes exactly like this one."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE({t: i for i, t in enumerate(TINY_VOCAB)}, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
+                                   bos_token="<bos>", unk_token="<unk>")
+
+
+def _save_dir_atomic(path, save):
+    """save(tmp_dir) then swap tmp_dir into place, so `path` is always either the old or the new one."""
+    tmp, old = path + ".tmp", path + ".old"
+    import shutil
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(tmp)
+    if os.path.exists(path):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def warm_start(model, tok, cfg, device, problems, log):
+    """Supervised warm start on the built-in task: teacher-forced cross-entropy on "\\boxed{N}<eos>",
+    until greedy validation accuracy first passes cfg.warm_start_target (a fixed step count lands
+    anywhere from a few % to 30 % depending on the seed; a target gives RL a comparable start)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    rng = random.Random(cfg.seed)
+    val = build_prompts(problems["val"], tok, "raw", builtin=True)
+    train = problems["train"]
+    step, acc = 0, 0.0
+    model.train()
+    t0 = time.perf_counter()
+    while step < 5000:
+        batch = rng.sample(train, 64)
+        texts = [p["problem"] + "\\boxed{" + p["gold"] + "}" for p in batch]
+        enc = [tok(t)["input_ids"] + [tok.eos_token_id] for t in texts]
+        n_prompt = [len(tok(p["problem"])["input_ids"]) for p in batch]
+        L = max(map(len, enc))
+        ids = torch.tensor([e + [tok.pad_token_id] * (L - len(e)) for e in enc], device=device)
+        labels = ids.clone()
+        for i, (e, k) in enumerate(zip(enc, n_prompt)):
+            labels[i, :k] = -100                 # no loss on the prompt
+            labels[i, len(e):] = -100            # nor on padding
+        loss = model(input_ids=ids, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 25 == 0:
+            acc = evaluate(model, tok, val, max_new_tokens=16, progress=False)["mean@1"]
+            model.train()
+            if acc > cfg.warm_start_target:
+                break
+    log(f"warm start: {step} supervised steps, validation accuracy {acc:.1%} ({time.perf_counter() - t0:.0f} s)")
+    model.eval()
+
+
+def builtin_model_dir(cfg, device, log, is_main):
+    """Build (once) the tiny model and its warm start; returns the directory of the warm model."""
+    key = json.dumps({"cfg": tiny_model_config().to_dict(), "vocab": TINY_VOCAB, "seed": cfg.seed,
+                      "target": cfg.warm_start_target, "v": 1}, sort_keys=True)
+    root = os.path.join(cfg.cache_dir, "tiny-addition-" + hashlib.sha256(key.encode()).hexdigest()[:12])
+    base, warm = os.path.join(root, "base"), os.path.join(root, "warm")
+    if is_main and not os.path.exists(warm):
+        from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
+        if not os.path.exists(base):
+            torch.manual_seed(cfg.seed)
+            model, tok = Qwen2ForCausalLM(tiny_model_config()), build_tiny_tokenizer()
+            _save_dir_atomic(base, lambda d: (model.save_pretrained(d), tok.save_pretrained(d)))
+        model = AutoModelForCausalLM.from_pretrained(base).to(device)   # the same path as a real model
+        tok = AutoTokenizer.from_pretrained(base)
+        torch.manual_seed(cfg.seed)
+        warm_start(model, tok, cfg, device, tiny_task_problems(), log)
+        _save_dir_atomic(warm, lambda d: (model.save_pretrained(d), tok.save_pretrained(d)))
+    elif is_main:
+        log(f"warm start: cached in {warm}")
+    barrier()
+    return warm
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data: JSONL problem sets, prompt templates
+# ---------------------------------------------------------------------------------------------------
+class DataError(ValueError):
+    """A problem file that cannot be used; the message names the file and line."""
+
+
+def load_problems(path, problem_field="", answer_field="answer"):
+    """JSONL rows -> [{"problem": str, "gold": str}]. MATH/MATH-500 (problem, answer), GSM8K
+    (question, answer with "#### N"), or other field names. Fails on the first bad row, naming it."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            pf = problem_field or ("problem" if "problem" in row else "question")
+            for name in (pf, answer_field):
+                if name not in row:
+                    raise DataError(f"{path}:{lineno}: missing field {name!r} (fields: {', '.join(row)})")
+                if not isinstance(row[name], (str, int, float)) or str(row[name]).strip() == "":
+                    raise DataError(f"{path}:{lineno}: field {name!r} is empty or not text")
+            out.append({"problem": str(row[pf]), "gold": gold_answer(str(row[answer_field]))})
+    if not out:
+        raise DataError(f"{path}: no problems in file")
+    return out
+
+
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+PLAIN_TEMPLATE = "Problem: {problem}\n" + INSTRUCTION + "\n\nSolution:"
+
+
+def build_prompts(problems, tok, template="auto", builtin=False, max_tokens=None):
+    """Add "prompt_ids" to each problem.
+
+    raw:   the problem text as it is (the built-in task: "12+34=")
+    plain: PLAIN_TEMPLATE, "Problem: ...\\nPlease reason step by step, and put your final answer
+           within \\boxed{}.\\n\\nSolution:"
+    chat:  the tokenizer's chat template, one user turn: problem + " " + INSTRUCTION
+    auto:  raw for the built-in task, chat where the tokenizer has a chat template, else plain
+    Problems whose prompt is longer than max_tokens are left out.
+    """
+    if template == "auto":
+        template = "raw" if builtin else ("chat" if getattr(tok, "chat_template", None) else "plain")
+    out = []
+    for p in problems:
+        if template == "raw":
+            ids = tok(p["problem"])["input_ids"]
+        elif template == "plain":
+            ids = tok(PLAIN_TEMPLATE.replace("{problem}", p["problem"]))["input_ids"]
+        elif template == "chat":
+            text = tok.apply_chat_template([{"role": "user", "content": p["problem"] + " " + INSTRUCTION}],
+                                           add_generation_prompt=True, tokenize=False)
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+        else:
+            raise ValueError(f"unknown template {template!r}")
+        if max_tokens and len(ids) > max_tokens:
+            continue
+        out.append({**p, "prompt_ids": ids})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models, devices, ranks
+# ---------------------------------------------------------------------------------------------------
+def rank_and_world():
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def pick_device(cfg):
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if cfg.device == "auto":
+        return torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def load_model_and_tokenizer(cfg, log=print):
+    """(model, tokenizer, device): from cfg.model, or the built-in tiny model (built and cached)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    device = pick_device(cfg)
+    rank, _ = rank_and_world()
+    path = cfg.model or builtin_model_dir(cfg, device, log, rank == 0)
+    dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model, tok, device
+
+
+def eos_ids(model, tok):
+    """Every id that ends a completion: the tokenizer's EOS and the generation config's (a list for
+    chat models, e.g. <|im_end|> and <|endoftext|>)."""
+    ids = {tok.eos_token_id}
+    gen = getattr(model, "generation_config", None)
+    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+    ids.update(extra if isinstance(extra, (list, tuple)) else [extra])
+    return sorted(i for i in ids if i is not None)
+
+
+def autocast(device, cfg):
+    """bf16 autocast on CUDA for fp32 weights (dtype auto); nothing elsewhere."""
+    if device.type == "cuda" and cfg.dtype == "auto":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------------
+# One policy update: micro-batches, gradient accumulation, one optimizer step
+# ---------------------------------------------------------------------------------------------------
+def _all_reduce(x, op=None):
+    if dist.is_initialized():
+        x = x.clone()
+        dist.all_reduce(x, op=op or dist.ReduceOp.SUM)
+    return x
+
+
+def aggregation_weight(mask, aggregation):
+    """How much of the full batch's loss a micro-batch is: sequences, or tokens for token_mean.
+    The full-batch loss is sum over micro-batches of loss_mb * weight_mb / total weight, which is
+    what makes gradient accumulation give the same gradient as one big batch."""
+    return mask.sum() if aggregation == "token_mean" else torch.tensor(float(mask.shape[0]))
+
+
+def policy_update(model, optimizer, batch, cfg, device):
+    """One optimizer step of GRPO (cfg.loss == "grpo") or DPO ("dpo") on a batch of rollouts.
+
+    batch: prompt_ids, prompt_mask (B, L); tokens, mask, old_logp (B, T); advantages (B,);
+           ref_logp (B, T) when cfg.beta > 0; for DPO, chosen / rejected (N,) row indices and
+           ref_seq (B,) reference sequence log-probs.
+    Rows are cut into micro-batches of cfg.micro_batch_size sequences; each loss is scaled by its
+    share of the batch (aggregation_weight), so the summed gradient is the full-batch gradient. Under
+    DDP the engine averages gradients across ranks; the shares use the global total, and every rank
+    runs the same number of backward passes (padding with zero-weight ones) so none waits forever.
+    Returns the statistics to log, or None when no rollout carried a learning signal.
+    """
+    _, world = rank_and_world()
+    raw = model.module if hasattr(model, "module") else model
+    mb = cfg.micro_batch_size
+    if cfg.loss == "grpo":
+        rows = torch.arange(batch["tokens"].shape[0])
+        if cfg.skip_ties and cfg.beta == 0:
+            rows = rows[batch["advantages"] != 0]         # zero advantage, zero gradient: skip the work
+        chunks = [rows[i:i + mb] for i in range(0, len(rows), mb)]
+        weights = [aggregation_weight(batch["mask"][c], cfg.aggregation) for c in chunks]
+    else:
+        pairs = torch.arange(batch["chosen"].shape[0])
+        per = max(1, mb // 2)
+        chunks = [pairs[i:i + per] for i in range(0, len(pairs), per)]
+        weights = [torch.tensor(float(len(c))) for c in chunks]
+    total = _all_reduce(sum(weights, torch.tensor(0.0)))
+    n_micro = int(_all_reduce(torch.tensor(len(chunks)), dist.ReduceOp.MAX if dist.is_initialized() else None))
+    if total.item() == 0:
+        return None
+    optimizer.zero_grad(set_to_none=True)
+    stats_sum, stat_w = {}, 0.0
+    for i in range(n_micro):
+        dummy = i >= len(chunks)                        # DDP padding: a backward that adds nothing
+        idx = chunks[i] if not dummy else torch.tensor([0])
+        sync = contextlib.nullcontext() if (i == n_micro - 1 or world == 1) else model.no_sync()
+        with sync:
+            if cfg.loss == "grpo":
+                loss, stats = _grpo_microbatch(model, batch, idx, cfg, device)
+            else:
+                loss, stats = _dpo_microbatch(model, batch, idx, cfg, device)
+            share = 0.0 if dummy else (weights[i] / total).item() * world
+            (loss * share).backward()
+        if not dummy:
+            w = weights[i].item()
+            for k, v in stats.items():
+                stats_sum[k] = stats_sum.get(k, 0.0) + v * w
+            stat_w += w
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    optimizer.step()
+    out = {k: v / max(stat_w, 1e-12) for k, v in stats_sum.items()}
+    out["grad_norm"] = grad_norm.item()
+    return out
+
+
+def _grpo_microbatch(model, batch, idx, cfg, device):
+    """Loss of rows idx: log-probs under the current policy, then grpo.grpo_loss."""
+    with autocast(device, cfg):
+        logp = sequence_logprobs(model, batch["prompt_ids"][idx], batch["prompt_mask"][idx], batch["tokens"][idx],
+                                 batch["mask"][idx], cfg.temperature, cfg.logprob_chunk or None)
+    return grpo_loss(logp, batch["old_logp"][idx], batch["advantages"][idx], batch["mask"][idx], cfg.eps_low,
+                     cfg.eps_high, cfg.beta, batch["ref_logp"][idx] if cfg.beta > 0 else None,
+                     cfg.aggregation, max_tokens=cfg.max_new_tokens)
+
+
+def _dpo_microbatch(model, batch, pair_idx, cfg, device):
+    """DPO loss of the pairs pair_idx: one forward over their chosen and rejected rows."""
+    ch, rj = batch["chosen"][pair_idx], batch["rejected"][pair_idx]
+    rows = torch.cat([ch, rj])
+    with autocast(device, cfg):
+        logp = sequence_logprobs(model, batch["prompt_ids"][rows], batch["prompt_mask"][rows], batch["tokens"][rows],
+                                 batch["mask"][rows], cfg.temperature, cfg.logprob_chunk or None)
+    seq = (logp * batch["mask"][rows]).sum(1)                  # (2N,) sequence log-probs
+    n = len(ch)
+    ref = batch["ref_seq"][rows]
+    return dpo_loss(seq[:n], seq[n:], ref[:n], ref[n:], beta=cfg.dpo_beta)
+
+
+@torch.no_grad()
+def reference_logprobs(ref_model, batch, cfg, device):
+    """(B, T) log-probs of the rollouts under a frozen model, micro-batched."""
+    out = []
+    B = batch["tokens"].shape[0]
+    for s in range(0, B, cfg.micro_batch_size):
+        sl = slice(s, s + cfg.micro_batch_size)
+        with autocast(device, cfg):
+            out.append(sequence_logprobs(ref_model, batch["prompt_ids"][sl], batch["prompt_mask"][sl],
+                                         batch["tokens"][sl], batch["mask"][sl], cfg.temperature,
+                                         cfg.logprob_chunk or None).float())
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Learning-rate schedule, data order, checkpoints
+# ---------------------------------------------------------------------------------------------------
+def lr_lambda(cfg):
+    def f(step):
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else max(0.0, 1 - frac)
+    return f
+
+
+def prompts_for_step(step, n_train, cfg, rank, world):
+    """Indices of this rank's prompts at `step`: consecutive slices of a fresh seeded permutation per
+    epoch over the training set. A function of (seed, step, rank): resuming needs no data state."""
+    per_rank = cfg.prompts_per_step // world
+    start = step * per_rank * world + rank * per_rank
+    out = []
+    for g in range(start, start + per_rank):
+        epoch, pos = divmod(g, n_train)
+        out.append(_permutation(cfg.seed, epoch, n_train)[pos])
+    return out
+
+
+_perm_cache = {}
+
+
+def _permutation(seed, epoch, n):
+    key = (seed, epoch, n)
+    if key not in _perm_cache:
+        order = list(range(n))
+        random.Random(seed * 100_003 + epoch).shuffle(order)
+        _perm_cache.clear()
+        _perm_cache[key] = order
+    return _perm_cache[key]
+
+
+def save_checkpoint(path, model, optimizer, scheduler, step, cfg):
+    """Everything a resumed run needs, written to a temporary file and renamed into place (atomic)."""
+    raw = model.module if hasattr(model, "module") else model
+    state = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "step": step, "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+             "python_rng": random.getstate()}
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, model, optimizer, scheduler):
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    raw = model.module if hasattr(model, "module") else model
+    raw.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    random.setstate(state["python_rng"])
+    return state["step"], state["config"]
+
+
+class StopFlag:
+    """First Ctrl-C: finish the current step, save a checkpoint, exit. Second Ctrl-C: abort now."""
+
+    def __init__(self):
+        self.stop = False
+        self.old = signal.signal(signal.SIGINT, self.handle)
+
+    def handle(self, signum, frame):
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+        print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    def restore(self):
+        signal.signal(signal.SIGINT, self.old)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------------
+def train(cfg):
+    """Run GRPO / DPO as configured; returns a summary dict (accuracy before and after, rollouts, time)."""
+    t_start = time.perf_counter()
+    world_env = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_env > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
+    rank, world = rank_and_world()
+    is_main = rank == 0
+    if cfg.prompts_per_step % world:
+        raise SystemExit(f"error: --prompts-per-step {cfg.prompts_per_step} must divide by {world} ranks")
+    log = (lambda msg: tqdm.write(msg)) if is_main else (lambda msg: None)
+    builtin = not cfg.data
+    if not cfg.max_new_tokens:
+        cfg.max_new_tokens = 16 if builtin else 1024
+    if is_main:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+
+    # data first: a bad file fails here, before any model is loaded
+    if builtin:
+        split = tiny_task_problems()
+        train_set, held_out = split["train"], split["test"]
+    else:
+        train_set = load_problems(cfg.data, cfg.problem_field, cfg.answer_field)
+        held_out = load_problems(cfg.eval_data, cfg.problem_field, cfg.answer_field) if cfg.eval_data else []
+    model, tok, device = load_model_and_tokenizer(cfg, log)
+    train_set = build_prompts(train_set, tok, cfg.template, builtin, cfg.max_prompt_tokens)
+    held_out = build_prompts(held_out, tok, cfg.template, builtin, cfg.max_prompt_tokens)[:cfg.eval_problems]
+    if not train_set:
+        raise SystemExit(f"error: no training prompt fits --max-prompt-tokens {cfg.max_prompt_tokens}")
+    eos = eos_ids(model, tok)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    ref_model = None
+    if cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial"):
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        if device.type == "cuda":
+            ref_model = ref_model.to(torch.bfloat16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
+    start = 0
+    if cfg.resume and os.path.exists(ckpt_path):
+        start, old_cfg = load_checkpoint(ckpt_path, model, optimizer, scheduler)
+        changed = {k: (old_cfg.get(k), v) for k, v in dataclasses.asdict(cfg).items()
+                   if k not in ("resume", "steps", "progress") and old_cfg.get(k) != v}
+        log(f"resumed from {ckpt_path} at step {start}" + (f" (changed settings: {changed})" if changed else ""))
+    elif cfg.resume:
+        log(f"--resume: no checkpoint at {ckpt_path}, starting from step 0")
+    train_model = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if is_main:
+        with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
+            json.dump(dataclasses.asdict(cfg), f, indent=2)
+    metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
+    if is_main:
+        _truncate_metrics(metrics_path, start)
+
+    def held_out_accuracy():
+        if not held_out or not is_main:
+            return None
+        with autocast(device, cfg):
+            res = evaluate(model, tok, held_out, samples=cfg.eval_samples, temperature=cfg.eval_temperature,
+                           top_p=cfg.eval_top_p, top_k=cfg.eval_top_k, max_new_tokens=cfg.max_new_tokens,
+                           batch_size=max(cfg.rollout_batch_size, 64) if cfg.rollout_batch_size else 256,
+                           seed=cfg.seed, progress=cfg.progress)
+        return res[f"mean@{cfg.eval_samples}"]
+
+    acc_before = held_out_accuracy() if start == 0 else None
+    if acc_before is not None:
+        log(f"held-out accuracy before: {acc_before:.1%} ({len(held_out)} problems)")
+    stop = StopFlag()
+    rollouts = start * cfg.prompts_per_step * cfg.group_size
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="grpo" if cfg.loss == "grpo" else "dpo",
+               disable=not (is_main and cfg.progress), dynamic_ncols=True)
+    step = start
+    try:
+        for step in bar:
+            row = train_step(step, train_model, model, ref_model, optimizer, tok, train_set, eos, cfg, device,
+                             rank, world)
+            scheduler.step()
+            rollouts += cfg.prompts_per_step * cfg.group_size
+            row["rollouts"] = rollouts
+            done = step + 1
+            if held_out and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+                row["held_out_acc"] = held_out_accuracy()
+            if is_main:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                bar.set_postfix(reward=f"{row['reward_mean']:.2f}", ties=f"{row['tie_frac']:.2f}",
+                                s=f"{row['step_s']:.2f}", **({"held_out": f"{row['held_out_acc']:.2f}"}
+                                                            if row.get("held_out_acc") is not None else {}))
+            if is_main and (done % cfg.save_every == 0 or done == cfg.steps or stop.stop):
+                save_checkpoint(ckpt_path, model, optimizer, scheduler, done, cfg)
+            if stop.stop:
+                barrier()
+                log(f"stopped at step {done}; checkpoint saved: resume with the same command and --resume")
+                raise SystemExit(130)
+    finally:
+        stop.restore()
+        bar.close()
+    barrier()
+    acc_after = held_out_accuracy()
+    if is_main:
+        final = os.path.join(cfg.out_dir, "model")
+        _save_dir_atomic(final, lambda d: (model.save_pretrained(d), tok.save_pretrained(d)))
+    wall = time.perf_counter() - t_start
+    summary = {"held_out_before": acc_before, "held_out_after": acc_after, "rollouts": rollouts,
+               "steps": cfg.steps, "wall_s": round(wall, 1), "out_dir": cfg.out_dir}
+    if is_main:
+        before = f"{acc_before:.1%}" if acc_before is not None else "(see the first run)"
+        after = f"{acc_after:.1%}" if acc_after is not None else "n/a (no --eval-data)"
+        log(f"held-out accuracy: {before} -> {after} | rollouts: {rollouts} | wall time: {wall:.0f} s | "
+            f"model: {os.path.join(cfg.out_dir, 'model')}")
+        with open(os.path.join(cfg.out_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+def _truncate_metrics(path, step):
+    """On resume, drop logged rows past the checkpoint so the log matches the weights."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line)["step"] < step]
+    with open(path, "w") as f:
+        f.writelines(rows)
+
+
+def train_step(step, train_model, model, ref_model, optimizer, tok, train_set, eos, cfg, device, rank, world):
+    """Sample, score, compute advantages, update. Returns the row logged for this step."""
+    t0 = time.perf_counter()
+    G = cfg.group_size
+    problems = [train_set[i] for i in prompts_for_step(step, len(train_set), cfg, rank, world)]
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed * 1_000_003 + step * 1_009 + rank)     # a function of (seed, step, rank)
+    with autocast(device, cfg):
+        ro = sample(model, [p["prompt_ids"] for p in problems], n=G, max_new_tokens=cfg.max_new_tokens,
+                    temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, eos_token_id=eos,
+                    pad_token_id=tok.pad_token_id, generator=gen, max_batch_size=cfg.rollout_batch_size or None,
+                    tokenizer=tok)
+    golds = [p["gold"] for p in problems for _ in range(G)]
+    r = torch.tensor(rewards(ro.texts, golds), device=device)                          # (P*G,)
+    t_rollout = time.perf_counter() - t0
+    adv = group_advantages(r, G, cfg.advantage)                                          # (P*G,)
+    prompt_ids, prompt_mask, _ = left_pad([p["prompt_ids"] for p in problems], tok.pad_token_id, device)
+    rows = torch.arange(len(problems), device=device).repeat_interleave(G)
+    batch = {"prompt_ids": prompt_ids[rows], "prompt_mask": prompt_mask[rows], "tokens": ro.tokens,
+             "mask": ro.mask, "old_logp": ro.logprobs, "advantages": adv}
+    if cfg.beta > 0:
+        batch["ref_logp"] = reference_logprobs(ref_model, batch, cfg, device)
+    if cfg.loss == "dpo":
+        batch["chosen"], batch["rejected"] = preference_pairs(r, 2)
+        batch["ref_seq"] = ((reference_logprobs(ref_model, batch, cfg, device) if cfg.dpo_ref == "initial"
+                             else ro.logprobs) * ro.mask).sum(1)
+    t1 = time.perf_counter()
+    stats = {}
+    for _ in range(cfg.num_iterations):
+        stats = policy_update(train_model, optimizer, batch, cfg, device) or {}
+    t_train = time.perf_counter() - t1
+    ties = (r.view(-1, G) == r.view(-1, G)[:, :1]).all(1).float()                       # (P,) all-equal groups
+    row = {"step": step, "reward_mean": _mean_all(r), "accuracy": _mean_all((r > 0).float()),
+           "adv_mean": adv.mean().item(), "adv_std": adv.std(unbiased=False).item(),
+           "tie_frac": _mean_all(ties), "response_len": _mean_all(ro.lengths.float()),
+           "rollout_s": round(t_rollout, 4), "train_s": round(t_train, 4),
+           "tokens_per_s": round(ro.mask.sum().item() / max(t_rollout, 1e-9), 1),
+           "lr": optimizer.param_groups[0]["lr"], "step_s": round(time.perf_counter() - t0, 4), **stats}
+    return row
+
+
+def _mean_all(x):
+    """Mean over all ranks' values (every rank has the same count)."""
+    return (_all_reduce(x.float().mean()) / rank_and_world()[1]).item()
+
+
+def main(argv=None):
+    cfg = parse_args(argv)
+    import transformers
+    transformers.utils.logging.disable_progress_bar()     # our bars only
+    # a step whose groups all tie makes no optimizer step; the schedule still advances by step index
+    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+    try:
+        summary = train(cfg)
+    except DataError as e:
+        raise SystemExit(f"error: {e}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return summary
+
+
+if __name__ == "__main__":
+    main()
