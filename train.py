@@ -645,7 +645,9 @@ def train(cfg):
         for step in bar:
             row = train_step(step, train_model, model, ref_model, optimizer, tok, train_set, eos, cfg, device,
                              rank, world)
-            scheduler.step()
+            with warnings.catch_warnings():   # a step whose groups all tie makes no optimizer step,
+                warnings.simplefilter("ignore")   # and torch warns; the schedule follows the step index
+                scheduler.step()
             rollouts += cfg.prompts_per_step * cfg.group_size
             row["rollouts"] = rollouts
             done = step + 1
@@ -744,8 +746,6 @@ def main(argv=None):
     cfg = parse_args(argv)
     import transformers
     transformers.utils.logging.disable_progress_bar()     # our bars only
-    # a step whose groups all tie makes no optimizer step; the schedule still advances by step index
-    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
     try:
         summary = train(cfg)
     except DataError as e:

@@ -1,0 +1,74 @@
+"""eval.py: pass@k by hand, scoring of known completions, and the command line end to end."""
+
+import json
+
+import pytest
+import torch
+
+import eval as evaluation
+from eval import evaluate, pass_at_k
+from rollout import Rollout
+from train import build_prompts, build_tiny_tokenizer
+
+
+def test_pass_at_k_by_hand():
+    assert pass_at_k(5, 2, 1) == pytest.approx(2 / 5)                  # = c / n
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)             # 1 - C(3,2)/C(5,2)
+    assert pass_at_k(4, 1, 3) == pytest.approx(1 - 0 / 4 - 1 + 3 / 4)  # 1 - C(3,3)/C(4,3) = 3/4
+    assert pass_at_k(4, 0, 4) == 0.0 and pass_at_k(4, 4, 1) == 1.0 and pass_at_k(4, 2, 3) == 1.0
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 3)
+
+
+def fake_sampler(answer_for):
+    """A stand-in for rollout.sample whose completions are answer_for(problem index, sample index)."""
+    calls = {"offset": 0}
+
+    def fake(model, prompts, n=1, **kw):
+        texts = [answer_for(calls["offset"] + i, j) for i in range(len(prompts)) for j in range(n)]
+        calls["offset"] += len(prompts)
+        B = len(texts)
+        z = torch.zeros(B, 1)
+        return Rollout(z.long(), z, z, z.long(), z.bool(), texts)
+    return fake
+
+
+def problems():
+    tok = build_tiny_tokenizer()
+    probs = [{"problem": f"{a}+1=", "gold": str(a + 1)} for a in range(6)]
+    return tok, build_prompts(probs, tok, "raw", builtin=True)
+
+
+def test_a_model_that_always_answers_right_scores_100(monkeypatch):
+    tok, probs = problems()
+    monkeypatch.setattr(evaluation, "sample", fake_sampler(lambda i, j: "\\boxed{%d}" % (i + 1)))
+    res = evaluate(torch.nn.Linear(1, 1), tok, probs, samples=4, temperature=1.0, batch_size=8, progress=False,
+                   pass_ks=[1, 4])
+    assert res["mean@4"] == 1.0 and res["pass@1"] == 1.0 and res["pass@4"] == 1.0
+    assert all(r["correct"] == [True] * 4 for r in res["results"])
+
+
+def test_half_right_scores_by_hand(monkeypatch):
+    tok, probs = problems()
+    # problem i: samples 0 and 1 right, 2 and 3 wrong -> c = 2 of 4 for every problem
+    monkeypatch.setattr(evaluation, "sample", fake_sampler(lambda i, j: "\\boxed{%d}" % (i + 1 + (j >= 2))))
+    res = evaluate(torch.nn.Linear(1, 1), tok, probs, samples=4, temperature=1.0, batch_size=8, progress=False,
+                   pass_ks=[1, 2, 4])
+    assert res["mean@4"] == pytest.approx(0.5)
+    assert res["pass@1"] == pytest.approx(0.5)
+    assert res["pass@2"] == pytest.approx(1 - 1 / 6)                  # 1 - C(2,2)/C(4,2)
+    assert res["pass@4"] == pytest.approx(1.0)
+    assert res["results"][0]["answers"] == ["1", "1", "2", "2"]
+
+
+def test_eval_command_line_end_to_end(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "res.jsonl"
+    summary = evaluation.main(["--model", tiny_model_dir, "--samples", "2", "--temperature", "1.0", "--limit", "12",
+                               "--pass-k", "1", "2", "--out", str(out)])
+    rows = [json.loads(line) for line in open(out)]
+    assert len(rows) == 12 and set(rows[0]) == {"problem", "gold", "completions", "answers", "correct"}
+    right = sum(sum(r["correct"]) for r in rows)
+    assert summary["mean@2"] == pytest.approx(round(right / 24, 4))
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["problems"] == 12
+    greedy = evaluation.main(["--model", tiny_model_dir, "--limit", "12", "--out", str(out)])
+    assert greedy["temperature"] == 0.0 and "mean@1" in greedy

@@ -1,0 +1,215 @@
+"""train.py: the default run end to end, resume, gradient accumulation, bad data, real-model loading."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
+
+import train
+from train import (Config, DataError, build_prompts, build_tiny_tokenizer, load_problems, parse_args,
+                   policy_update, tiny_model_config, tiny_task_problems)
+
+
+def small_run_args(tmp_path, tiny_model_dir, **over):
+    """A few steps of the default setup, small enough for seconds on 2 CPU cores."""
+    args = {"model": tiny_model_dir, "out_dir": str(tmp_path / "run"), "steps": 4, "prompts_per_step": 8,
+            "eval_problems": 16, "eval_every": 0, "save_every": 2, "progress": False, "max_new_tokens": 12}
+    args.update(over)
+    argv = []
+    for k, v in args.items():
+        flag = "--" + k.replace("_", "-")
+        argv += [flag] if v is True else [f"--no-{k.replace('_', '-')}"] if v is False else [flag, str(v)]
+    return argv
+
+
+def test_tiny_tokenizer_survives_save_and_load(tmp_path):
+    tok = build_tiny_tokenizer()
+    Qwen2ForCausalLM(tiny_model_config()).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    for text in ["12+34=", "12+34=\\boxed{46}", "99+99=\\boxed{198}}}"]:
+        assert loaded(text)["input_ids"] == tok(text)["input_ids"]
+        assert loaded.decode(loaded(text)["input_ids"]) == text
+    assert (loaded.eos_token_id, loaded.pad_token_id) == (1, 0)
+
+
+def test_builtin_task_split_is_fixed_and_disjoint():
+    a, b = tiny_task_problems(), tiny_task_problems()
+    assert a == b
+    assert (len(a["test"]), len(a["val"]), len(a["train"])) == (500, 200, 9300)
+    seen = [p["problem"] for split in a.values() for p in split]
+    assert len(set(seen)) == 10_000
+    assert a["test"][0]["gold"] == str(sum(map(int, a["test"][0]["problem"][:-1].split("+"))))
+
+
+def test_cli_defaults_are_the_config_defaults():
+    assert parse_args([]) == Config()
+    assert parse_args(["--group-size", "4", "--no-skip-ties", "--lr", "3e-5"]) == Config(group_size=4, skip_ties=False, lr=3e-5)
+    with pytest.raises(SystemExit):
+        parse_args(["--loss", "dpo", "--group-size", "4"])
+
+
+def test_smoke_few_steps_write_metrics_checkpoint_and_model(tmp_path, tiny_model_dir):
+    summary = train.main(small_run_args(tmp_path, tiny_model_dir))
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    for key in ("reward_mean", "accuracy", "adv_mean", "adv_std", "tie_frac", "response_len", "rollout_s",
+                "train_s", "tokens_per_s", "lr", "rollouts"):
+        assert key in rows[0]
+    assert rows[-1]["rollouts"] == 4 * 8 * 2 == summary["rollouts"]
+    assert json.load(open(run / "config.json"))["group_size"] == 2
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 4
+    assert not os.path.exists(run / "checkpoint.pt.tmp")
+    AutoModelForCausalLM.from_pretrained(run / "model")          # the final model loads like any other
+    assert 0.0 <= summary["held_out_before"] <= 1.0 and 0.0 <= summary["held_out_after"] <= 1.0
+
+
+def test_dpo_loss_and_kl_paths_run(tmp_path, tiny_model_dir):
+    train.main(small_run_args(tmp_path, tiny_model_dir, steps=2, loss="dpo", out_dir=str(tmp_path / "dpo")))
+    train.main(small_run_args(tmp_path, tiny_model_dir, steps=2, beta=0.05, num_iterations=2,
+                              out_dir=str(tmp_path / "kl")))
+    rows = [json.loads(line) for line in open(tmp_path / "kl" / "metrics.jsonl")]
+    assert all("kl" in r for r in rows if "loss" in r or "kl" in r)
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model_dir, monkeypatch):
+    common = dict(steps=5, schedule="cosine", warmup_steps=1, lr=1e-3)
+    train.main(small_run_args(tmp_path, tiny_model_dir, out_dir=str(tmp_path / "straight"), **common))
+
+    real_step = train.train_step
+
+    def ctrl_c_during_step_2(step, *a, **k):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)         # Ctrl-C arrives in the middle of a step
+        return real_step(step, *a, **k)
+    monkeypatch.setattr(train, "train_step", ctrl_c_during_step_2)
+    with pytest.raises(SystemExit) as stopped:
+        train.main(small_run_args(tmp_path, tiny_model_dir, out_dir=str(tmp_path / "resumed"), **common))
+    assert stopped.value.code == 130
+    ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 3                            # the step in flight finished, then it saved
+    monkeypatch.setattr(train, "train_step", real_step)
+    train.main(small_run_args(tmp_path, tiny_model_dir, out_dir=str(tmp_path / "resumed"), resume=True, **common))
+
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    assert a["step"] == b["step"] == 5
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    rows = [json.loads(line) for line in open(tmp_path / "resumed" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+
+
+def fixed_batch(tok, seed=0):
+    """A hand-made rollout batch: 4 prompts x G=2, with rewards that give 3 informative pairs."""
+    from rollout import left_pad, sample
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(tiny_model_config())
+    prompts = [tok(p)["input_ids"] for p in ["1+2=", "33+4=", "5+60=", "7+8="]]
+    ro = sample(model, prompts, n=2, max_new_tokens=8, eos_token_id=1, seed=seed)
+    ids, mask, _ = left_pad(prompts, 0)
+    rows = torch.arange(4).repeat_interleave(2)
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+    from grpo import group_advantages, preference_pairs
+    chosen, rejected = preference_pairs(r)
+    return model, {"prompt_ids": ids[rows], "prompt_mask": mask[rows], "tokens": ro.tokens, "mask": ro.mask,
+                   "old_logp": ro.logprobs, "advantages": group_advantages(r, 2), "ref_logp": ro.logprobs - 0.1,
+                   "chosen": chosen, "rejected": rejected, "ref_seq": (ro.logprobs * ro.mask).sum(1) + 0.2}
+
+
+@pytest.mark.parametrize("loss,aggregation,beta", [("grpo", "seq_mean", 0.0), ("grpo", "token_mean", 0.0),
+                                                   ("grpo", "seq_sum", 0.0), ("grpo", "token_mean", 0.1),
+                                                   ("dpo", "seq_mean", 0.0)])
+def test_two_micro_batches_of_4_give_the_gradient_of_one_batch_of_8(loss, aggregation, beta):
+    tok = build_tiny_tokenizer()
+    grads = []
+    for mb in (8, 4, 2):
+        model, batch = fixed_batch(tok)
+        cfg = Config(loss=loss, aggregation=aggregation, beta=beta, micro_batch_size=mb, grad_clip=0.0,
+                     max_new_tokens=8, skip_ties=False)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)           # lr 0: p.grad stays for inspection
+        stats = policy_update(model, opt, batch, cfg, torch.device("cpu"))
+        assert stats is not None
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]))
+    assert grads[0].abs().max() > 0
+    assert torch.allclose(grads[1], grads[0], atol=1e-6, rtol=1e-4)
+    assert torch.allclose(grads[2], grads[0], atol=1e-6, rtol=1e-4)
+
+
+def test_skipping_ties_does_not_change_the_gradient():
+    tok = build_tiny_tokenizer()
+    grads = []
+    for skip in (False, True):
+        model, batch = fixed_batch(tok)
+        cfg = Config(aggregation="token_mean", micro_batch_size=3, grad_clip=0.0, max_new_tokens=8, skip_ties=skip)
+        policy_update(model, torch.optim.SGD(model.parameters(), lr=0.0), batch, cfg, torch.device("cpu"))
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]))
+    # zero-advantage rows add nothing to the sum; only the normalization (tokens) differs
+    cos = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    assert cos > 0.999999
+
+
+# --- data -----------------------------------------------------------------------------------------
+def write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_load_math_and_gsm8k_rows(tmp_path):
+    math = write(tmp_path / "math.jsonl", [json.dumps({"problem": "1+1?", "answer": "\\frac{1}{2}"}), "",
+                                           json.dumps({"problem": "2+2?", "answer": 4})])
+    assert load_problems(math) == [{"problem": "1+1?", "gold": "\\frac{1}{2}"}, {"problem": "2+2?", "gold": "4"}]
+    gsm = write(tmp_path / "gsm.jsonl", [json.dumps({"question": "How many?", "answer": "so 1,080\n#### 1,080"})])
+    assert load_problems(gsm) == [{"problem": "How many?", "gold": "1080"}]
+    custom = write(tmp_path / "c.jsonl", [json.dumps({"q": "x?", "a": "3"})])
+    assert load_problems(custom, "q", "a") == [{"problem": "x?", "gold": "3"}]
+
+
+@pytest.mark.parametrize("lines,message", [
+    (['{"problem": "a", "answer": "1"}', '{"problem": "b", "answer": '], r"bad\.jsonl:2: malformed JSON"),
+    (['{"problem": "a", "answer": "1"}', '{"problem": "b"}'], r"bad\.jsonl:2: missing field 'answer'"),
+    (['{"text": "a", "answer": "1"}'], r"bad\.jsonl:1: missing field 'question'"),
+    (['["a", "b"]'], r"bad\.jsonl:1: expected a JSON object"),
+    (['{"problem": "a", "answer": ""}'], r"bad\.jsonl:1: field 'answer' is empty"),
+    ([""], r"bad\.jsonl: no problems"),
+])
+def test_bad_data_names_file_and_line(tmp_path, lines, message):
+    path = write(tmp_path / "bad.jsonl", lines)
+    with pytest.raises(DataError, match=message):
+        load_problems(path)
+
+
+def test_bad_data_fails_before_any_training(tmp_path, tiny_model_dir, capsys):
+    with pytest.raises(DataError, match="no such file"):
+        load_problems(str(tmp_path / "missing.jsonl"))
+    path = write(tmp_path / "bad.jsonl", ['{"problem": "a", "answer": "1"}', "{oops"])
+    with pytest.raises(SystemExit) as e:
+        train.main(small_run_args(tmp_path, tiny_model_dir, data=path))
+    assert "bad.jsonl:2: malformed JSON" in str(e.value.code)
+    assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
+
+
+def test_prompt_templates():
+    tok = build_tiny_tokenizer()
+    probs = [{"problem": "1+2=", "gold": "3"}]
+    assert build_prompts(probs, tok, "auto", builtin=True)[0]["prompt_ids"] == tok("1+2=")["input_ids"]
+    plain = build_prompts(probs, tok, "plain")[0]["prompt_ids"]
+    assert len(plain) > len(tok("1+2=")["input_ids"])
+    tok.chat_template = "{% for m in messages %}<bos>{{ m['content'] }}<eos>{% endfor %}{% if add_generation_prompt %}={% endif %}"
+    chat = build_prompts(probs, tok, "auto")[0]["prompt_ids"]
+    assert chat[0] == tok.bos_token_id and chat[-1] == tok("=")["input_ids"][0]
+    assert build_prompts(probs, tok, "raw", max_tokens=2) == []          # too long: left out
+
+
+def test_real_model_directory_and_jsonl_data(tmp_path, tiny_model_dir):
+    """--model DIR --data FILE: the path a Hugging Face model and MATH/GSM8K files take."""
+    rows = [json.dumps({"question": f"{a}+{b}=", "answer": f"work\n#### {a + b}"}) for a in range(5) for b in range(4)]
+    data = write(tmp_path / "train.jsonl", rows)
+    held = write(tmp_path / "test.jsonl", rows[:6])
+    summary = train.main(small_run_args(tmp_path, tiny_model_dir, data=data, eval_data=held, template="raw",
+                                        steps=2, out_dir=str(tmp_path / "real")))
+    assert summary["rollouts"] == 2 * 8 * 2 and summary["held_out_after"] is not None
