@@ -88,7 +88,7 @@ def main(argv=None):
     ap.add_argument("--temperature", type=float, default=None, help="default 0 (greedy) for k=1, else 1.0")
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--top-k", type=int, default=0)
-    ap.add_argument("--max-new-tokens", type=int, default=None, help="default: 16 built-in, 1024 with --data")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="default: 8 built-in, 1024 with --data")
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N problems")
     ap.add_argument("--batch-size", type=int, default=64, help="sequences sampled together")
     ap.add_argument("--out", default="", help="per-problem JSONL (default: eval_results.jsonl next to the model)")
@@ -106,7 +106,7 @@ def main(argv=None):
         max_new = args.max_new_tokens or 1024
     else:
         problems = tiny_task_problems()["test"]
-        max_new = args.max_new_tokens or 16
+        max_new = args.max_new_tokens or 8
     if args.limit:
         problems = problems[:args.limit]
     problems = build_prompts(problems, tok, cfg.template, builtin=not args.data)

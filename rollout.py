@@ -23,6 +23,7 @@ import inspect
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from transformers import DynamicCache
 
 from grpo import token_logprobs
@@ -198,13 +199,32 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=
     tokens, mask:            (B, T) right-padded completions (Rollout.tokens, Rollout.mask)
     returns:                 (B, T) log-probs under softmax(logits / temperature), as Rollout.logprobs
 
-    Only the T positions that predict completion tokens get logits (logits_to_keep = T + 1), and
-    grpo.token_logprobs turns them into log-probs chunk by chunk (chunk_size positions at a time).
+    chunk_size=None: logits for the T positions that predict completion tokens (logits_to_keep = T + 1),
+    then grpo.token_logprobs. That holds (B, T, V) logits: with a 150k vocabulary, B = 8 and T = 1024,
+    4.9 GB in fp32, plus as much again for the backward.
+    chunk_size=c: the decoder's hidden states (B, T, H) only, then for each chunk of c positions
+    lm_head -> log-softmax -> gathered log-prob under activation checkpointing, so at most (B, c, V)
+    logits exist at any time, in the forward and in the backward (recomputed there chunk by chunk).
     """
     T = tokens.shape[1]
     ids = torch.cat([prompt_ids, tokens], dim=1)                                # (B, L + T)
     attn = torch.cat([prompt_mask, mask.to(prompt_mask.dtype)], dim=1)
     pos = position_ids_from_mask(attn)
+    raw = getattr(model, "module", model)
+    plain_head = not any(getattr(raw.config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
+    if chunk_size and model is raw and plain_head:
+        hidden = raw.base_model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False)
+        hidden = hidden.last_hidden_state[:, -(T + 1):-1]                       # (B, T, H) predicts tokens
+        head = raw.get_output_embeddings()
+
+        def chunk_logprobs(h, y):                                               # (B, c, H), (B, c) -> (B, c)
+            return token_logprobs(head(h), y, temperature)
+        out = [torch.utils.checkpoint.checkpoint(chunk_logprobs, hidden[:, s:s + chunk_size],
+                                                 tokens[:, s:s + chunk_size], use_reentrant=False)
+               for s in range(0, T, chunk_size)]
+        return torch.cat(out, dim=1)
+    # (under DDP the forward must go through the wrapper, and some heads post-process their logits:
+    # there, the logits are made whole and only the log-softmax is chunked)
     extra = {"logits_to_keep": T + 1} if "logits_to_keep" in _forward_params(model) else {}
     logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **extra).logits
     logits = logits[:, -(T + 1):-1]                                             # (B, T, V) predicts tokens

@@ -9,7 +9,7 @@ Chapter 4 of the tutorial. One training step:
     python train.py --model Qwen/Qwen2.5-Math-1.5B --data math_train.jsonl --eval-data math500_test.jsonl ...
     torchrun --nproc_per_node 4 train.py ...  # data parallel: each rank samples its own prompts
 
-With no --model and no --data, a tiny Qwen2 (2 layers, hidden 128, a 24-token character vocabulary)
+With no --model and no --data, a tiny Qwen2 (2 layers, hidden 128, an 18-token character vocabulary)
 is built from a config, saved and loaded back with save_pretrained / from_pretrained (the code path
 of a real model), and warm-started with a short supervised phase on the built-in task (2-digit
 addition, answered as \\boxed{N}) so that RL starts with some signal. Both are cached on disk.
@@ -58,8 +58,8 @@ class Config:
     # algorithm
     loss: str = field(default="grpo", metadata={"help": "grpo, or dpo: online DPO on 2-rollout pairs"})
     group_size: int = field(default=2, metadata={"help": "G, rollouts per prompt"})
-    prompts_per_step: int = field(default=64, metadata={"help": "P, prompts per step (over all ranks)"})
-    steps: int = field(default=150, metadata={"help": "optimizer steps (each on P * G fresh rollouts)"})
+    prompts_per_step: int = field(default=128, metadata={"help": "P, prompts per step (over all ranks)"})
+    steps: int = field(default=1200, metadata={"help": "optimizer steps (each on P * G fresh rollouts)"})
     num_iterations: int = field(default=1, metadata={"help": "policy updates per rollout batch (mu)"})
     advantage: str = field(default="group", metadata={"help": "group | center | batch (grpo.group_advantages)"})
     aggregation: str = field(default="seq_mean", metadata={"help": "seq_mean | token_mean | seq_sum (grpo.grpo_loss)"})
@@ -70,17 +70,17 @@ class Config:
     dpo_ref: str = field(default="initial", metadata={"help": "DPO reference: initial (frozen copy) or old (sampler)"})
     skip_ties: bool = field(default=True, metadata={"help": "drop zero-advantage rollouts before the backward"})
     # sampling
-    max_new_tokens: int = field(default=0, metadata={"help": "completion length cap; 0: 16 built-in, 1024 with --data"})
+    max_new_tokens: int = field(default=0, metadata={"help": "completion length cap; 0: 8 built-in, 1024 with --data"})
     temperature: float = field(default=1.0, metadata={"help": "rollout temperature"})
     top_p: float = 1.0
     top_k: int = 0
     # optimization
-    lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate (for the tiny model; ~1e-6 for 1B+)"})
     weight_decay: float = 0.0
     warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps"})
     schedule: str = field(default="constant", metadata={"help": "constant | cosine | linear after warm-up"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 disables"})
-    micro_batch_size: int = field(default=64, metadata={"help": "sequences per forward/backward"})
+    micro_batch_size: int = field(default=256, metadata={"help": "sequences per forward/backward"})
     rollout_batch_size: int = field(default=0, metadata={"help": "max sequences sampled together; 0: all"})
     gradient_checkpointing: bool = False
     logprob_chunk: int = field(default=0, metadata={"help": "positions per log-softmax chunk; 0: all at once"})
@@ -88,13 +88,13 @@ class Config:
     seed: int = 0
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     # evaluation, logging, checkpoints
-    eval_every: int = field(default=50, metadata={"help": "held-out evaluation every N steps; 0: start and end only"})
+    eval_every: int = field(default=200, metadata={"help": "held-out evaluation every N steps; 0: start and end only"})
     eval_problems: int = field(default=500, metadata={"help": "held-out problems evaluated (first N)"})
     eval_samples: int = field(default=1, metadata={"help": "k; 1 with eval_temperature 0 is greedy accuracy"})
     eval_temperature: float = 0.0
     eval_top_p: float = 1.0
     eval_top_k: int = 0
-    save_every: int = field(default=50, metadata={"help": "checkpoint every N steps (and at the end)"})
+    save_every: int = field(default=200, metadata={"help": "checkpoint every N steps (and at the end)"})
     resume: bool = field(default=False, metadata={"help": "continue from out_dir/checkpoint.pt"})
     warm_start_target: float = field(default=0.2, metadata={"help": "built-in task: supervised warm start "
                                                            "until validation accuracy passes this"})
@@ -144,7 +144,7 @@ def check_config(cfg):
 # ---------------------------------------------------------------------------------------------------
 # The built-in task and the built-in tiny model
 # ---------------------------------------------------------------------------------------------------
-TINY_VOCAB = ["<pad>", "<eos>", "<bos>", "<unk>"] + list("0123456789+=\\boxed{}")
+TINY_VOCAB = ["<pad>", "<eos>", "<bos>", "<unk>"] + list("0123456789+=}") + ["\\boxed{"]
 
 
 def tiny_task_problems(seed=1234):
@@ -157,7 +157,7 @@ def tiny_task_problems(seed=1234):
 
 
 def tiny_model_config():
-    """A ~0.4M-parameter Qwen2: 2 layers, hidden 128, a character vocabulary of 24 tokens."""
+    """A ~0.5M-parameter Qwen2: 2 layers, hidden 128, a vocabulary of 18 tokens."""
     from transformers import Qwen2Config
     return Qwen2Config(vocab_size=len(TINY_VOCAB), hidden_size=128, intermediate_size=512, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
@@ -165,17 +165,18 @@ def tiny_model_config():
 
 
 def build_tiny_tokenizer():
-    """A character-level tokenizer built locally (no download): one token per character.
+    """A character-level tokenizer built locally (no download), with "\\boxed{" as one added token.
 
-    Purely one character per token on purpose: transformers 5 reloads the tokenizer of a Qwen2 model
-    directory as Qwen2Tokenizer (byte-level BPE rebuilt from vocab and merges), which keeps a
-    character vocabulary without merges intact but would silently split any multi-character token.
-    tests/test_train.py checks that the reloaded tokenizer encodes exactly like this one."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    Characters are plain vocabulary entries with no merges, and "\\boxed{" is an *added* token: that
+    is what survives transformers 5 reloading the tokenizer of a Qwen2 directory as Qwen2Tokenizer
+    (byte-level BPE rebuilt from vocab, merges and added tokens), where a multi-character vocabulary
+    entry would be split silently. tests/test_train.py checks the reloaded tokenizer encodes the same."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
     tok = Tokenizer(models.BPE({t: i for i, t in enumerate(TINY_VOCAB)}, merges=[], unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
     tok.decoder = decoders.Fuse()
+    tok.add_tokens([AddedToken("\\boxed{", special=False, normalized=False)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
                                    bos_token="<bos>", unk_token="<unk>")
 
@@ -221,7 +222,7 @@ def warm_start(model, tok, cfg, device, problems, log):
         opt.step()
         step += 1
         if step % 25 == 0:
-            acc = evaluate(model, tok, val, max_new_tokens=16, progress=False)["mean@1"]
+            acc = evaluate(model, tok, val, max_new_tokens=8, progress=False)["mean@1"]
             model.train()
             if acc > cfg.warm_start_target:
                 break
@@ -577,7 +578,7 @@ def train(cfg):
     log = (lambda msg: tqdm.write(msg)) if is_main else (lambda msg: None)
     builtin = not cfg.data
     if not cfg.max_new_tokens:
-        cfg.max_new_tokens = 16 if builtin else 1024
+        cfg.max_new_tokens = 8 if builtin else 1024     # built-in: "\\boxed{" 3 digits "}" EOS is 6
     if is_main:
         os.makedirs(cfg.out_dir, exist_ok=True)
 
