@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.utils.checkpoint
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from grpo import token_logprobs
 
@@ -73,11 +74,56 @@ def _cache_kwarg(model):
     return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
-def _new_cache(model):
+def _new_cache(model, new_tokens):
+    """A KV cache for one decoding run: transformers' DynamicCache, with each layer's storage made
+    in advance for `new_tokens` more positions (see PreallocatedLayer). Falls back to the stock
+    DynamicCache where the layer layout differs (other transformers versions, sliding windows)."""
     try:
-        return DynamicCache(config=model.config)
+        cache = DynamicCache(config=model.config)
     except TypeError:  # older transformers
         return DynamicCache()
+    layers = getattr(cache, "layers", None)
+    if layers and all(type(layer) is DynamicLayer for layer in layers):
+        cache.layers = [PreallocatedLayer(new_tokens) for _ in layers]
+    return cache
+
+
+class PreallocatedLayer(DynamicLayer):
+    """A DynamicLayer that does not grow by torch.cat.
+
+    The stock layer appends each step's key/value with torch.cat, copying the whole cache every step
+    (quadratic in the length). This one allocates (b, heads, prompt + new_tokens, head_dim) at the
+    prefill and writes each step in place; attention sees a view of the filled part, so it does no
+    extra work either.
+    """
+
+    def __init__(self, new_tokens):
+        super().__init__()
+        self.new_tokens = new_tokens
+        self.length = 0
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        q = key_states.shape[-2]
+        if not self.is_initialized:
+            self.is_initialized, self.device = True, key_states.device
+            b, h, _, d = key_states.shape
+            shape = (b, h, q + self.new_tokens, d)
+            self.k_store = key_states.new_empty(shape)
+            self.v_store = value_states.new_empty(shape)
+        end = self.length + q
+        if end > self.k_store.shape[-2]:
+            raise RuntimeError("KV cache full: more tokens than new_tokens")
+        self.k_store[:, :, self.length:end] = key_states
+        self.v_store[:, :, self.length:end] = value_states
+        self.length = end
+        self.keys, self.values = self.k_store[:, :, :end], self.v_store[:, :, :end]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices):
+        """Keep (or repeat) rows: rows of the prompt prefill -> rows of the samples."""
+        if self.is_initialized:
+            self.k_store, self.v_store = self.k_store[indices], self.v_store[indices]
+            self.keys, self.values = self.k_store[:, :, :self.length], self.v_store[:, :, :self.length]
 
 
 def filter_logits(logits, top_k=0, top_p=1.0):
@@ -103,7 +149,7 @@ def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_
     ids, mask, pos = left_pad(prompts, pad_id, device)                          # (P, L)
     rows = torch.repeat_interleave(torch.arange(len(prompts), device=device),
                                    torch.tensor(counts, device=device))         # (b,) prompt of each row
-    cache = _new_cache(model)
+    cache = _new_cache(model, max_new_tokens)
     cache_kw = _cache_kwarg(model)
     extra = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_kw: cache}, **extra)

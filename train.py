@@ -48,6 +48,7 @@ class Config:
     # model and data
     model: str = field(default="", metadata={"help": "model directory or hub id; empty: the built-in tiny model"})
     data: str = field(default="", metadata={"help": "training JSONL; empty: the built-in addition task"})
+    train_problems: int = field(default=0, metadata={"help": "use only the first N training problems; 0: all"})
     eval_data: str = field(default="", metadata={"help": "held-out JSONL; default: built-in held-out split"})
     problem_field: str = field(default="", metadata={"help": "problem field; empty: 'problem', else 'question'"})
     answer_field: str = field(default="answer", metadata={"help": "answer field (GSM8K's '#### N' is understood)"})
@@ -590,7 +591,7 @@ def train(cfg):
         train_set = load_problems(cfg.data, cfg.problem_field, cfg.answer_field)
         held_out = load_problems(cfg.eval_data, cfg.problem_field, cfg.answer_field) if cfg.eval_data else []
     model, tok, device = load_model_and_tokenizer(cfg, log)
-    train_set = build_prompts(train_set, tok, cfg.template, builtin, cfg.max_prompt_tokens)
+    train_set = build_prompts(train_set[:cfg.train_problems or None], tok, cfg.template, builtin, cfg.max_prompt_tokens)
     held_out = build_prompts(held_out, tok, cfg.template, builtin, cfg.max_prompt_tokens)[:cfg.eval_problems]
     if not train_set:
         raise SystemExit(f"error: no training prompt fits --max-prompt-tokens {cfg.max_prompt_tokens}")

@@ -21,8 +21,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from rollout import left_pad, sample  # noqa: E402
 from train import tiny_model_config  # noqa: E402
 
+def tiny():
+    cfg = tiny_model_config()
+    cfg.max_position_embeddings = 128      # prompts + 64 new tokens exceed the built-in task's 64
+    return cfg
+
+
 CONFIGS = {
-    "tiny": tiny_model_config,
+    "tiny": tiny,
     "50M": lambda: Qwen2Config(vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
                                num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=1024,
                                tie_word_embeddings=True, pad_token_id=0),
@@ -46,7 +52,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--models", nargs="+", default=list(CONFIGS))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()

@@ -122,9 +122,10 @@ def test_filter_logits_by_hand():
 
 
 def test_texts_are_decoded_without_special_tokens():
-    from train import build_tiny_tokenizer
+    from train import build_tiny_tokenizer, tiny_model_config
     tok = build_tiny_tokenizer()
-    model = make("qwen2")
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(tiny_model_config()).eval()          # vocabulary = the tokenizer's 18
     ro = sample(model, [tok("1+1=")["input_ids"]], n=2, max_new_tokens=6, eos_token_id=tok.eos_token_id,
                 tokenizer=tok, seed=0)
     assert len(ro.texts) == 2
