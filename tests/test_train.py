@@ -269,3 +269,68 @@ def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir):
     assert [r["step"] for r in rows] == [0, 1]                    # rank 0 alone logs
     assert rows[-1]["rollouts"] == 2 * 8 * 2                      # 8 prompts per step over both ranks
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 2
+
+
+# --- the one-GPU recipe of the README, on a tiny model of the same architecture -------------------
+def readme_command(script):
+    """The README's `python <script> ...` command of the one-GPU recipe, as an argument list."""
+    import shlex
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "README.md")).read()
+    section = text.split("## Reproducing on one GPU", 1)[1].split("\n## ", 1)[0]
+    joined = section.replace("\\\n", " ")
+    line = next(ln for ln in joined.splitlines() if ln.strip().startswith(f"python {script}"))
+    return shlex.split(line)[2:]
+
+
+def override(argv, **new):
+    """Replace the values of some flags (paths, sizes) and keep every other flag as written."""
+    out, i = [], 0
+    flags = {"--" + k.replace("_", "-"): str(v) for k, v in new.items()}
+    while i < len(argv):
+        a = argv[i]
+        if a in flags:
+            out += [a, flags.pop(a)]
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    assert not flags, f"the README recipe has no {list(flags)}"
+    return out
+
+
+def test_one_gpu_recipe_from_the_readme_runs_on_a_tiny_qwen2(tmp_path):
+    import eval as evaluation
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config
+    chars = ["<pad>", "<|im_end|>", "<|im_start|>", "<unk>"] + [chr(c) for c in range(32, 127)] + ["\n"]
+    backend = Tokenizer(models.BPE({c: i for i, c in enumerate(chars)}, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<|im_end|>",
+                                  unk_token="<unk>")
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(chars), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         eos_token_id=1, pad_token_id=0))
+    model_dir = tmp_path / "tiny-qwen2"
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    rows = [json.dumps({"problem": f"What is {a} + {a}?", "answer": str(2 * a), "level": "Level 1"})
+            for a in range(6)]
+    data = write(tmp_path / "math_train.jsonl", rows)
+    held = write(tmp_path / "math500_test.jsonl", rows[:3])
+    argv = override(readme_command("train.py"), model=model_dir, data=data, eval_data=held, out_dir=tmp_path / "run",
+                    prompts_per_step=4, steps=3, max_new_tokens=6, micro_batch_size=3, rollout_batch_size=4,
+                    logprob_chunk=4, eval_every=2, eval_problems=3, eval_samples=2, save_every=2)
+    summary = train.main(argv + ["--no-progress"])
+    assert summary["rollouts"] == 3 * 4 * 2
+    cfg = json.load(open(tmp_path / "run" / "config.json"))
+    assert cfg["gradient_checkpointing"] and cfg["eps_high"] == 0.28 and cfg["template"] == "auto"
+    ev = override(readme_command("eval.py"), model=tmp_path / "run" / "model", data=held, samples=8,
+                  max_new_tokens=6)
+    ev = [a for a in ev if a not in ("32",)]                          # --pass-k 1 8 32 -> 1 8 with 8 samples
+    res = evaluation.main(ev + ["--out", str(tmp_path / "eval.jsonl")])
+    assert res["problems"] == 3 and "pass@8" in res and "mean@8" in res

@@ -1,0 +1,106 @@
+"""Peak memory and speed of one training forward + backward, for each memory option.
+
+    python bench/memory.py [--seqs 2] [--prompt 64] [--completion 256] [--layers 2] [--device cpu|cuda]
+
+Configs with the dimensions of Qwen2.5-0.5B and Qwen2.5-1.5B (hidden size, heads, MLP width and the
+151,936-token vocabulary), random weights built from the config, with --layers decoder layers
+(fewer than the real 24 / 28 so it runs on a CPU; the vocabulary, which dominates the log-prob
+memory, is full size). For each option the GRPO log-probs of --seqs sequences are computed
+(rollout.sequence_logprobs) and backpropagated:
+
+  plain       logits (B, T, V) made whole, then log-softmax
+  chunk       hidden states, then lm_head + log-softmax 128 positions at a time (--logprob-chunk 128)
+  ckpt        gradient checkpointing of the decoder layers (--gradient-checkpointing)
+  chunk+ckpt  both
+
+Peak memory is the growth of the process's peak RSS on CPU (each option runs in a fresh process),
+torch.cuda.max_memory_allocated on a GPU, divided by the number of sequences. Each result is also
+printed as a ratio to `plain`, measured in the same run.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+CONFIGS = {
+    "Qwen2.5-0.5B": dict(hidden_size=896, intermediate_size=4864, num_attention_heads=14, num_key_value_heads=2,
+                         tie_word_embeddings=True),
+    "Qwen2.5-1.5B": dict(hidden_size=1536, intermediate_size=8960, num_attention_heads=12, num_key_value_heads=2,
+                         tie_word_embeddings=True),
+}
+OPTIONS = {"plain": (0, False), "chunk": (128, False), "ckpt": (0, True), "chunk+ckpt": (128, True)}
+
+WORKER = """
+import json, resource, sys, time, torch
+sys.path.insert(0, {root!r})
+from transformers import Qwen2Config, Qwen2ForCausalLM
+from rollout import sequence_logprobs
+a = json.loads(sys.argv[1])
+torch.manual_seed(0)
+dev = torch.device(a["device"])
+cfg = Qwen2Config(vocab_size=151936, num_hidden_layers=a["layers"], max_position_embeddings=4096, **a["config"])
+model = Qwen2ForCausalLM(cfg).to(dev)
+if a["ckpt"]:
+    model.gradient_checkpointing_enable()
+model.train()
+B, L, T = a["seqs"], a["prompt"], a["completion"]
+ids = torch.randint(0, 151936, (B, L), device=dev); pm = torch.ones(B, L, dtype=torch.long, device=dev)
+tok = torch.randint(0, 151936, (B, T), device=dev); m = torch.ones(B, T, device=dev)
+ctx = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+def step():
+    with ctx:
+        lp = sequence_logprobs(model, ids, pm, tok, m, 1.0, a["chunk"] or None)
+    (lp * m).sum().backward()
+    model.zero_grad(set_to_none=True)
+if dev.type == "cuda":
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+else:
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+t0 = time.perf_counter(); step()
+if dev.type == "cuda":
+    torch.cuda.synchronize(); peak = torch.cuda.max_memory_allocated() - base
+else:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+dt = time.perf_counter() - t0
+t0 = time.perf_counter(); step()
+if dev.type == "cuda":
+    torch.cuda.synchronize()
+dt = min(dt, time.perf_counter() - t0)
+print(json.dumps({{"peak_mb_per_seq": peak / 2**20 / B, "tokens_per_s": B * (L + T) / dt}}))
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seqs", type=int, default=2)
+    ap.add_argument("--prompt", type=int, default=64)
+    ap.add_argument("--completion", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--device", default=None)
+    args = ap.parse_args()
+    import torch
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    print(f"device: {name}; {args.seqs} sequences of {args.prompt} + {args.completion} tokens; {args.layers} layers")
+    print(f"{'config':<14}{'option':<12}{'MB / sequence':>14}{'vs plain':>10}{'tokens/s':>10}{'vs plain':>10}")
+    code = WORKER.format(root=os.path.abspath(ROOT))
+    for cname, cfg in CONFIGS.items():
+        base = None
+        for opt, (chunk, ckpt) in OPTIONS.items():
+            a = dict(config=cfg, layers=args.layers, seqs=args.seqs, prompt=args.prompt, completion=args.completion,
+                     chunk=chunk, ckpt=ckpt, device=device)
+            out = subprocess.run([sys.executable, "-c", code, json.dumps(a)], capture_output=True, text=True)
+            if out.returncode:
+                print(f"{cname:<14}{opt:<12} failed: {out.stderr.strip().splitlines()[-1]}")
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            base = base or r
+            print(f"{cname:<14}{opt:<12}{r['peak_mb_per_seq']:>14.0f}{r['peak_mb_per_seq'] / base['peak_mb_per_seq']:>9.2f}x"
+                  f"{r['tokens_per_s']:>10.0f}{r['tokens_per_s'] / base['tokens_per_s']:>9.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
