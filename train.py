@@ -597,7 +597,8 @@ def train(cfg):
         raise SystemExit(f"error: no training prompt fits --max-prompt-tokens {cfg.max_prompt_tokens}")
     eos = eos_ids(model, tok)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers 5 renamed it activation_checkpointing_enable; 4.x has only the old name
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     ref_model = None
     if cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial"):
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)

@@ -44,7 +44,7 @@ dev = torch.device(a["device"])
 cfg = Qwen2Config(vocab_size=151936, num_hidden_layers=a["layers"], max_position_embeddings=4096, **a["config"])
 model = Qwen2ForCausalLM(cfg).to(dev)
 if a["ckpt"]:
-    model.gradient_checkpointing_enable()
+    (getattr(model, 'activation_checkpointing_enable', None) or model.gradient_checkpointing_enable)()
 model.train()
 B, L, T = a["seqs"], a["prompt"], a["completion"]
 ids = torch.randint(0, 151936, (B, L), device=dev); pm = torch.ones(B, L, dtype=torch.long, device=dev)
