@@ -163,13 +163,17 @@ def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_
     tokens, logps, masks = [], [], []
     tau = temperature if temperature > 0 else 1.0
     for step in range(max_new_tokens):
-        logp_all = torch.log_softmax(logits / tau, dim=-1)                      # (b, V) sampling distribution
+        z = logits if tau == 1.0 else logits / tau                              # (b, V)
         if temperature > 0:
-            probs = filter_logits(logits / tau, top_k, top_p).softmax(-1)
+            truncated = bool(top_k) or top_p < 1.0
+            probs = (filter_logits(z, top_k, top_p) if truncated else z).softmax(-1)
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)   # (b,)
         else:
-            nxt = logits.argmax(-1)
-        lp = logp_all.gather(1, nxt[:, None]).squeeze(1)                        # (b,) log pi(token)
+            truncated, nxt = True, z.argmax(-1)
+        # log pi(token) under softmax(z): the sampled probability itself when nothing was truncated,
+        # else z_y - logsumexp(z) (a reduction, not a second (b, V) log-softmax)
+        lp = (probs.gather(1, nxt[:, None]).squeeze(1).log() if not truncated
+              else z.gather(1, nxt[:, None]).squeeze(1) - torch.logsumexp(z, -1))
         alive = ~done
         tokens.append(torch.where(alive, nxt, torch.full_like(nxt, pad_id)))
         logps.append(torch.where(alive, lp, torch.zeros_like(lp)))

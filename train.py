@@ -434,6 +434,7 @@ def policy_update(model, optimizer, batch, cfg, device):
             share = 0.0 if dummy else (weights[i] / total).item() * world
             (loss * share).backward()
         if not dummy:
+            stats["loss"] = loss.item()
             w = weights[i].item()
             for k, v in stats.items():
                 stats_sum[k] = stats_sum.get(k, 0.0) + v * w
@@ -445,11 +446,16 @@ def policy_update(model, optimizer, batch, cfg, device):
     return out
 
 
+def rows_logprobs(model, batch, rows, cfg, device):
+    """(len(rows), T) log-probs of the rollout rows `rows` (indices or a slice) under `model`."""
+    with autocast(device, cfg):
+        return sequence_logprobs(model, batch["prompt_ids"][rows], batch["prompt_mask"][rows], batch["tokens"][rows],
+                                 batch["mask"][rows], cfg.temperature, cfg.logprob_chunk or None)
+
+
 def _grpo_microbatch(model, batch, idx, cfg, device):
     """Loss of rows idx: log-probs under the current policy, then grpo.grpo_loss."""
-    with autocast(device, cfg):
-        logp = sequence_logprobs(model, batch["prompt_ids"][idx], batch["prompt_mask"][idx], batch["tokens"][idx],
-                                 batch["mask"][idx], cfg.temperature, cfg.logprob_chunk or None)
+    logp = rows_logprobs(model, batch, idx, cfg, device)
     return grpo_loss(logp, batch["old_logp"][idx], batch["advantages"][idx], batch["mask"][idx], cfg.eps_low,
                      cfg.eps_high, cfg.beta, batch["ref_logp"][idx] if cfg.beta > 0 else None,
                      cfg.aggregation, max_tokens=cfg.max_new_tokens)
@@ -459,10 +465,7 @@ def _dpo_microbatch(model, batch, pair_idx, cfg, device):
     """DPO loss of the pairs pair_idx: one forward over their chosen and rejected rows."""
     ch, rj = batch["chosen"][pair_idx], batch["rejected"][pair_idx]
     rows = torch.cat([ch, rj])
-    with autocast(device, cfg):
-        logp = sequence_logprobs(model, batch["prompt_ids"][rows], batch["prompt_mask"][rows], batch["tokens"][rows],
-                                 batch["mask"][rows], cfg.temperature, cfg.logprob_chunk or None)
-    seq = (logp * batch["mask"][rows]).sum(1)                  # (2N,) sequence log-probs
+    seq = (rows_logprobs(model, batch, rows, cfg, device) * batch["mask"][rows]).sum(1)   # (2N,) sequence log-probs
     n = len(ch)
     ref = batch["ref_seq"][rows]
     return dpo_loss(seq[:n], seq[n:], ref[:n], ref[n:], beta=cfg.dpo_beta)
@@ -471,15 +474,8 @@ def _dpo_microbatch(model, batch, pair_idx, cfg, device):
 @torch.no_grad()
 def reference_logprobs(ref_model, batch, cfg, device):
     """(B, T) log-probs of the rollouts under a frozen model, micro-batched."""
-    out = []
-    B = batch["tokens"].shape[0]
-    for s in range(0, B, cfg.micro_batch_size):
-        sl = slice(s, s + cfg.micro_batch_size)
-        with autocast(device, cfg):
-            out.append(sequence_logprobs(ref_model, batch["prompt_ids"][sl], batch["prompt_mask"][sl],
-                                         batch["tokens"][sl], batch["mask"][sl], cfg.temperature,
-                                         cfg.logprob_chunk or None).float())
-    return torch.cat(out)
+    B, mb = batch["tokens"].shape[0], cfg.micro_batch_size
+    return torch.cat([rows_logprobs(ref_model, batch, slice(s, s + mb), cfg, device).float() for s in range(0, B, mb)])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -731,12 +727,14 @@ def train_step(step, train_model, model, ref_model, optimizer, tok, train_set, e
         stats = policy_update(train_model, optimizer, batch, cfg, device) or {}
     t_train = time.perf_counter() - t1
     ties = (r.view(-1, G) == r.view(-1, G)[:, :1]).all(1).float()                       # (P,) all-equal groups
-    row = {"step": step, "reward_mean": _mean_all(r), "accuracy": _mean_all((r > 0).float()),
+    # stats of the update first (loss, clip_frac, ratio_mean, kl, grad_norm...), then the batch's own
+    row = {**{k: v for k, v in stats.items() if k != "adv_mean"},
+           "step": step, "reward_mean": _mean_all(r), "accuracy": _mean_all((r > 0).float()),
            "adv_mean": adv.mean().item(), "adv_std": adv.std(unbiased=False).item(),
            "tie_frac": _mean_all(ties), "response_len": _mean_all(ro.lengths.float()),
            "rollout_s": round(t_rollout, 4), "train_s": round(t_train, 4),
            "tokens_per_s": round(ro.mask.sum().item() / max(t_rollout, 1e-9), 1),
-           "lr": optimizer.param_groups[0]["lr"], "step_s": round(time.perf_counter() - t0, 4), **stats}
+           "lr": optimizer.param_groups[0]["lr"], "step_s": round(time.perf_counter() - t0, 4)}
     return row
 
 

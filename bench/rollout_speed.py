@@ -6,11 +6,13 @@ Both sample (temperature 1, top-p 1) with the KV cache on, for exactly --new-tok
 stop, so both do the same work). Models, random weights built from configs (no download):
   tiny   the default model of train.py (2-layer Qwen2, hidden 128, char vocabulary)
   50M    a Qwen2 config of about 50M parameters (8 layers, hidden 512, vocabulary 32k)
-Prints tokens/s of each and the ratio (ours / generate); the best of --repeats runs counts.
+Runs alternate (generate, ours, generate, ours, ...) so drift on a shared machine hits both alike;
+prints the median tokens/s of each and the median of the per-pair speed ratios (ours / generate).
 """
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -35,17 +37,22 @@ CONFIGS = {
 }
 
 
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def timed(fn):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def interleaved(a, b, repeats):
+    """Time a and b alternately (a, b, a, b, ...) so that drift on a shared machine hits both alike;
+    returns the median time of each and the median of the per-pair ratios time_a / time_b."""
+    pairs = [(timed(a), timed(b)) for _ in range(repeats)]
+    ta, tb = (statistics.median(x) for x in zip(*pairs))
+    return ta, tb, statistics.median(x / y for x, y in pairs)
 
 
 def main():
@@ -83,11 +90,11 @@ def main():
             def ours():
                 sample(model, prompts, n=1, max_new_tokens=args.new_tokens, temperature=1.0, seed=0)
 
-            ours()  # warm-up (allocator, kernels)
-            t_hf, t_ours = best_of(hf, args.repeats), best_of(ours, args.repeats)
+            hf(), ours()  # warm-up (allocator, kernels)
+            t_hf, t_ours, ratio = interleaved(hf, ours, args.repeats)
             toks = B * args.new_tokens
             print(f"{name:<7}{params / 1e6:>7.1f}M{B:>7}{toks / t_hf:>16.0f}{toks / t_ours:>12.0f}"
-                  f"{t_hf / t_ours:>7.2f}x", flush=True)
+                  f"{ratio:>7.2f}x", flush=True)
 
 
 if __name__ == "__main__":

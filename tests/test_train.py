@@ -60,6 +60,8 @@ def test_smoke_few_steps_write_metrics_checkpoint_and_model(tmp_path, tiny_model
     for key in ("reward_mean", "accuracy", "adv_mean", "adv_std", "tie_frac", "response_len", "rollout_s",
                 "train_s", "tokens_per_s", "lr", "rollouts"):
         assert key in rows[0]
+    for key in ("loss", "clip_frac", "ratio_mean", "kl", "grad_norm"):            # rows with an update
+        assert all(key in r for r in rows if "grad_norm" in r)
     assert rows[-1]["rollouts"] == 4 * 8 * 2 == summary["rollouts"]
     assert json.load(open(run / "config.json"))["group_size"] == 2
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 4
@@ -69,11 +71,18 @@ def test_smoke_few_steps_write_metrics_checkpoint_and_model(tmp_path, tiny_model
 
 
 def test_dpo_loss_and_kl_paths_run(tmp_path, tiny_model_dir):
-    train.main(small_run_args(tmp_path, tiny_model_dir, steps=2, loss="dpo", out_dir=str(tmp_path / "dpo")))
-    train.main(small_run_args(tmp_path, tiny_model_dir, steps=2, beta=0.05, num_iterations=2,
-                              out_dir=str(tmp_path / "kl")))
+    train.main(small_run_args(tmp_path, tiny_model_dir, steps=3, loss="dpo", prompts_per_step=16,
+                              out_dir=str(tmp_path / "dpo")))
+    rows = [json.loads(line) for line in open(tmp_path / "dpo" / "metrics.jsonl")]
+    updated = [r for r in rows if "loss" in r]
+    assert updated and all("pair_accuracy" in r and r["loss"] > 0 for r in updated)   # -log sigmoid > 0
+    train.main(small_run_args(tmp_path, tiny_model_dir, steps=3, beta=0.05, num_iterations=2, lr=1e-3,
+                              prompts_per_step=16, out_dir=str(tmp_path / "kl")))
     rows = [json.loads(line) for line in open(tmp_path / "kl" / "metrics.jsonl")]
-    assert all("kl" in r for r in rows if "loss" in r or "kl" in r)
+    updated = [r for r in rows if "loss" in r]
+    assert updated and all(r["kl"] >= 0 for r in updated)
+    # the stats are the second update's: after one step the policy moved, so ratio != 1 and KL > 0
+    assert any(r["ratio_mean"] != 1.0 and r["kl"] > 0 for r in updated)
 
 
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model_dir, monkeypatch):
