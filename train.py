@@ -73,28 +73,28 @@ class Config:
     # sampling
     max_new_tokens: int = field(default=0, metadata={"help": "completion length cap; 0: 8 built-in, 1024 with --data"})
     temperature: float = field(default=1.0, metadata={"help": "rollout temperature"})
-    top_p: float = 1.0
-    top_k: int = 0
+    top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling; 1: off"})
+    top_k: int = field(default=0, metadata={"help": "rollout top-k sampling; 0: off"})
     # optimization
     lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate (for the tiny model; ~1e-6 for 1B+)"})
-    weight_decay: float = 0.0
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps"})
     schedule: str = field(default="constant", metadata={"help": "constant | cosine | linear after warm-up"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 disables"})
     micro_batch_size: int = field(default=256, metadata={"help": "sequences per forward/backward"})
     rollout_batch_size: int = field(default=0, metadata={"help": "max sequences sampled together; 0: all"})
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward"})
     logprob_chunk: int = field(default=0, metadata={"help": "positions per log-softmax chunk; 0: all at once"})
-    dtype: str = field(default="auto", metadata={"help": "auto (fp32 weights, bf16 autocast on CUDA) | float32 | bfloat16"})
-    seed: int = 0
+    dtype: str = field(default="auto", metadata={"help": "auto (fp32, bf16 autocast on CUDA) | float32 | bfloat16"})
+    seed: int = field(default=0, metadata={"help": "seeds the warm start, data order and sampling"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     # evaluation, logging, checkpoints
     eval_every: int = field(default=200, metadata={"help": "held-out evaluation every N steps; 0: start and end only"})
     eval_problems: int = field(default=500, metadata={"help": "held-out problems evaluated (first N)"})
     eval_samples: int = field(default=1, metadata={"help": "k; 1 with eval_temperature 0 is greedy accuracy"})
-    eval_temperature: float = 0.0
-    eval_top_p: float = 1.0
-    eval_top_k: int = 0
+    eval_temperature: float = field(default=0.0, metadata={"help": "held-out sampling temperature; 0: greedy"})
+    eval_top_p: float = field(default=1.0, metadata={"help": "held-out nucleus sampling (the paper: 0.8)"})
+    eval_top_k: int = field(default=0, metadata={"help": "held-out top-k sampling (the paper: 20)"})
     save_every: int = field(default=200, metadata={"help": "checkpoint every N steps (and at the end)"})
     resume: bool = field(default=False, metadata={"help": "continue from out_dir/checkpoint.pt"})
     warm_start_target: float = field(default=0.2, metadata={"help": "built-in task: supervised warm start "
@@ -587,8 +587,13 @@ def train(cfg):
         train_set = load_problems(cfg.data, cfg.problem_field, cfg.answer_field)
         held_out = load_problems(cfg.eval_data, cfg.problem_field, cfg.answer_field) if cfg.eval_data else []
     model, tok, device = load_model_and_tokenizer(cfg, log)
+    n_train, n_held = len(train_set[:cfg.train_problems or None]), len(held_out)
     train_set = build_prompts(train_set[:cfg.train_problems or None], tok, cfg.template, builtin, cfg.max_prompt_tokens)
-    held_out = build_prompts(held_out, tok, cfg.template, builtin, cfg.max_prompt_tokens)[:cfg.eval_problems]
+    held_out = build_prompts(held_out, tok, cfg.template, builtin, cfg.max_prompt_tokens)
+    if len(train_set) < n_train or len(held_out) < n_held:
+        log(f"left out {n_train - len(train_set)} training and {n_held - len(held_out)} held-out problems "
+            f"whose prompts are longer than --max-prompt-tokens {cfg.max_prompt_tokens}")
+    held_out = held_out[:cfg.eval_problems]
     if not train_set:
         raise SystemExit(f"error: no training prompt fits --max-prompt-tokens {cfg.max_prompt_tokens}")
     eos = eos_ids(model, tok)

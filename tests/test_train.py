@@ -343,3 +343,20 @@ def test_one_gpu_recipe_from_the_readme_runs_on_a_tiny_qwen2(tmp_path):
     ev = [a for a in ev if a not in ("32",)]                          # --pass-k 1 8 32 -> 1 8 with 8 samples
     res = evaluation.main(ev + ["--out", str(tmp_path / "eval.jsonl")])
     assert res["problems"] == 3 and "pass@8" in res and "mean@8" in res
+
+
+def flags_table():
+    """The README's table of flags, as train.Config defines them."""
+    import dataclasses
+    rows = ["| flag | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(Config):
+        default = "(empty)" if f.default == "" else f.default
+        helptext = f.metadata.get("help", "").replace("|", "\\|")
+        rows.append(f"| `--{f.name.replace('_', '-')}` | `{default}` | {helptext} |")
+    return "\n".join(rows)
+
+
+def test_readme_documents_every_flag_and_its_default():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    readme = open(os.path.join(root, "README.md")).read()
+    assert flags_table() in readme, "README flag table is out of date: paste tests/test_train.py::flags_table()"
