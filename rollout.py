@@ -7,8 +7,9 @@ hand-written decoding loop rather than `model.generate`:
      position_ids = cumsum(mask) - 1, so every prompt's first real token is at position 0;
   2. prefill the P prompts once, then expand the KV cache to P * n rows (n samples per prompt):
      the prompt is never recomputed n times;
-  3. decode one token per step for all rows at once, reusing the KV cache; a row that emitted EOS
-     is finished: its later tokens are padding, masked out; the loop stops when every row is done.
+  3. decode one token per step for all rows at once, reusing the KV cache (allocated once for the
+     whole run, see PreallocatedLayer); a row that emitted EOS is finished: its later tokens are
+     padding, masked out; the loop stops when every row is done.
 
 The log-prob of each sampled token is recorded as it is sampled, under softmax(logits / temperature):
 after temperature, before top-k / top-p truncation (temperature 0, greedy, records temperature 1).

@@ -660,7 +660,8 @@ def train(cfg):
             if is_main:
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
-                bar.set_postfix(reward=f"{row['reward_mean']:.2f}", ties=f"{row['tie_frac']:.2f}",
+                bar.set_postfix(reward=f"{row['reward_mean']:.2f}", acc=f"{row['accuracy']:.2f}",
+                                ties=f"{row['tie_frac']:.2f}",
                                 s=f"{row['step_s']:.2f}", **({"held_out": f"{row['held_out_acc']:.2f}"}
                                                             if row.get("held_out_acc") is not None else {}))
             if is_main and (done % cfg.save_every == 0 or done == cfg.steps or stop.stop):
