@@ -231,8 +231,11 @@ GRPO_KEYS = ("prompt_ids", "prompt_mask", "tokens", "mask", "old_logp", "advanta
 def _ddp_worker(rank, world, init_file, out_dir, cfg_kwargs):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
+    from datetime import timedelta
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    # a timeout turns a stuck collective into an error (the test fails) instead of a hang
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=120))
     model, batch = fixed_batch(build_tiny_tokenizer())
     rows = slice(4 * rank, 4 * rank + 4)              # rank r holds prompts 2r and 2r+1: whole groups
     local = {k: batch[k][rows] for k in GRPO_KEYS}
@@ -240,7 +243,7 @@ def _ddp_worker(rank, world, init_file, out_dir, cfg_kwargs):
     opt = torch.optim.SGD(ddp.parameters(), lr=0.5)
     policy_update(ddp, opt, local, Config(**cfg_kwargs), torch.device("cpu"))
     torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    dist.barrier()          # both ranks are done; the process group goes with the process (no teardown race)
 
 
 @pytest.mark.parametrize("aggregation", ["seq_mean", "token_mean"])
