@@ -65,9 +65,14 @@ def position_ids_from_mask(mask):
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def unwrap(model):
+    """The model itself, also when it is wrapped for data parallel (DDP keeps it in .module)."""
+    return getattr(model, "module", model)
+
+
 def _forward_params(model):
     """Names the model's forward accepts (looking through a DDP wrapper)."""
-    return inspect.signature(getattr(model, "module", model).forward).parameters
+    return inspect.signature(unwrap(model).forward).parameters
 
 
 def _cache_kwarg(model):
@@ -261,7 +266,7 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=
     ids = torch.cat([prompt_ids, tokens], dim=1)                                # (B, L + T)
     attn = torch.cat([prompt_mask, mask.to(prompt_mask.dtype)], dim=1)
     pos = position_ids_from_mask(attn)
-    raw = getattr(model, "module", model)
+    raw = unwrap(model)
     plain_head = not any(getattr(raw.config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
     if chunk_size and model is raw and plain_head:
         hidden = raw.base_model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False)

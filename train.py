@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from eval import evaluate
 from grpo import ADVANTAGE_MODES, AGGREGATIONS, dpo_loss, group_advantages, grpo_loss, preference_pairs
 from reward import gold_answer, rewards
-from rollout import left_pad, sample, sequence_logprobs
+from rollout import left_pad, sample, sequence_logprobs, unwrap
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,7 +186,6 @@ def build_tiny_tokenizer():
 def _save_dir_atomic(path, save):
     """save(tmp_dir) then swap tmp_dir into place, so `path` is always either the old or the new one."""
     tmp, old = path + ".tmp", path + ".old"
-    import shutil
     shutil.rmtree(tmp, ignore_errors=True)
     save(tmp)
     if os.path.exists(path):
@@ -403,7 +403,7 @@ def policy_update(model, optimizer, batch, cfg, device):
     Returns the statistics to log, or None when no rollout carried a learning signal.
     """
     _, world = rank_and_world()
-    raw = model.module if hasattr(model, "module") else model
+    raw = unwrap(model)
     mb = cfg.micro_batch_size
     if cfg.loss == "grpo":
         rows = torch.arange(batch["tokens"].shape[0])
@@ -519,7 +519,7 @@ def _permutation(seed, epoch, n):
 
 def save_checkpoint(path, model, optimizer, scheduler, step, cfg):
     """Everything a resumed run needs, written to a temporary file and renamed into place (atomic)."""
-    raw = model.module if hasattr(model, "module") else model
+    raw = unwrap(model)
     state = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "step": step, "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -531,7 +531,7 @@ def save_checkpoint(path, model, optimizer, scheduler, step, cfg):
 
 def load_checkpoint(path, model, optimizer, scheduler):
     state = torch.load(path, map_location="cpu", weights_only=False)
-    raw = model.module if hasattr(model, "module") else model
+    raw = unwrap(model)
     raw.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -587,8 +587,9 @@ def train(cfg):
         train_set = load_problems(cfg.data, cfg.problem_field, cfg.answer_field)
         held_out = load_problems(cfg.eval_data, cfg.problem_field, cfg.answer_field) if cfg.eval_data else []
     model, tok, device = load_model_and_tokenizer(cfg, log)
-    n_train, n_held = len(train_set[:cfg.train_problems or None]), len(held_out)
-    train_set = build_prompts(train_set[:cfg.train_problems or None], tok, cfg.template, builtin, cfg.max_prompt_tokens)
+    train_set = train_set[:cfg.train_problems or None]
+    n_train, n_held = len(train_set), len(held_out)
+    train_set = build_prompts(train_set, tok, cfg.template, builtin, cfg.max_prompt_tokens)
     held_out = build_prompts(held_out, tok, cfg.template, builtin, cfg.max_prompt_tokens)
     if len(train_set) < n_train or len(held_out) < n_held:
         log(f"left out {n_train - len(train_set)} training and {n_held - len(held_out)} held-out problems "
