@@ -9,7 +9,11 @@ hand-written decoding loop rather than `model.generate`:
      the prompt is never recomputed n times;
   3. decode one token per step for all rows at once, reusing the KV cache (allocated once for the
      whole run, see PreallocatedLayer); a row that emitted EOS is finished: its later tokens are
-     padding, masked out; the loop stops when every row is done.
+     padding, masked out; once a quarter of the rows have finished they leave the batch and its
+     KV cache (compaction), and the loop stops when every row is done.
+
+The attention mask is built once for the run: for SDPA and eager attention as the additive 4D mask
+they take (transformers passes a 4D mask through untouched), so no mask is rebuilt per step.
 
 The log-prob of each sampled token is recorded as it is sampled, under softmax(logits / temperature):
 after temperature, before top-k / top-p truncation (temperature 0, greedy, records temperature 1).
@@ -128,8 +132,14 @@ class PreallocatedLayer(DynamicLayer):
     def batch_select_indices(self, indices):
         """Keep (or repeat) rows: rows of the prompt prefill -> rows of the samples."""
         if self.is_initialized:
-            self.k_store, self.v_store = self.k_store[indices], self.v_store[indices]
+            self.k_store, self.v_store = self._select(self.k_store, indices), self._select(self.v_store, indices)
             self.keys, self.values = self.k_store[:, :, :self.length], self.v_store[:, :, :self.length]
+
+    def _select(self, store, indices):
+        """store[indices], copying only the filled positions (not the room left for new tokens)."""
+        out = store.new_empty((len(indices),) + store.shape[1:])
+        torch.index_select(store[:, :, :self.length], 0, indices, out=out[:, :, :self.length])
+        return out
 
 
 def filter_logits(logits, top_k=0, top_p=1.0):
@@ -150,7 +160,14 @@ def filter_logits(logits, top_k=0, top_p=1.0):
 @torch.inference_mode()
 def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_p, top_k, eos, pad_id,
                        generator, check_every):
-    """Sample counts[i] completions of prompts[i]; returns tokens, mask, logprobs, finished (rows grouped)."""
+    """Sample counts[i] completions of prompts[i]; returns tokens, mask, logprobs, finished (rows grouped).
+
+    Finished rows leave the batch: at every check (a host sync, every `check_every` steps), once a
+    quarter of the rows being decoded have emitted EOS, the batch and its KV cache are compacted to the
+    running rows, so the forward pass costs what the unfinished completions need, not what the longest
+    one needs (GRPO's completions end at very different lengths). `live` maps each decoded row to its
+    row of the output.
+    """
     device = next(model.parameters()).device
     ids, mask, pos = left_pad(prompts, pad_id, device)                          # (P, L)
     rows = torch.repeat_interleave(torch.arange(len(prompts), device=device),
@@ -161,38 +178,58 @@ def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_kw: cache}, **extra)
     logits = out.logits[:, -1].float()[rows]                                    # (b, V) next-token logits
     cache.batch_select_indices(rows)                                            # (P, ...) -> (b, ...)
-    mask = mask[rows]                                                           # (b, L)
+    b, L = rows.numel(), ids.shape[1]
+    # attention mask for the whole run: the prompt's padding, then 1 for every new position
+    mask = torch.cat([mask[rows], mask.new_ones(b, max_new_tokens)], dim=1)     # (b, L + max_new_tokens)
+    if getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager"):
+        # made once as the additive 4D mask these attention functions take, (b, 1, 1, L + max_new_tokens):
+        # 0 where a key is seen, the dtype's minimum where not (transformers passes 4D masks through as is)
+        dtype = next(model.parameters()).dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(mask == 0, torch.finfo(dtype).min)
+        mask = mask[:, None, None, :]
     next_pos = pos[rows, -1] + 1                                                # (b,)
-    b = rows.numel()
     eos_ids = torch.tensor(eos or [-1], device=device)
-    done = torch.zeros(b, dtype=torch.bool, device=device)
-    tokens, logps, masks = [], [], []
+    tokens = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logps = torch.zeros(b, max_new_tokens, device=device)
+    live = torch.arange(b, device=device)           # (r,) output row of each row being decoded
+    running = torch.ones(b, dtype=torch.bool, device=device)                    # (r,) not finished yet
     tau = temperature if temperature > 0 else 1.0
     for step in range(max_new_tokens):
-        z = logits if tau == 1.0 else logits / tau                              # (b, V)
+        z = logits if tau == 1.0 else logits / tau                              # (r, V)
         if temperature > 0:
             truncated = bool(top_k) or top_p < 1.0
             probs = (filter_logits(z, top_k, top_p) if truncated else z).softmax(-1)
-            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)   # (b,)
+            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)   # (r,)
         else:
             truncated, nxt = True, z.argmax(-1)
         # log pi(token) under softmax(z): the sampled probability itself when nothing was truncated,
-        # else z_y - logsumexp(z) (a reduction, not a second (b, V) log-softmax)
+        # else z_y - logsumexp(z) (a reduction, not a second (r, V) log-softmax)
         lp = (probs.gather(1, nxt[:, None]).squeeze(1).log() if not truncated
               else z.gather(1, nxt[:, None]).squeeze(1) - torch.logsumexp(z, -1))
-        alive = ~done
-        tokens.append(torch.where(alive, nxt, torch.full_like(nxt, pad_id)))
-        logps.append(torch.where(alive, lp, torch.zeros_like(lp)))
-        masks.append(alive)
-        done = done | torch.isin(nxt, eos_ids)
-        if step == max_new_tokens - 1 or ((step + 1) % check_every == 0 and bool(done.all())):
+        tokens[live, step] = torch.where(running, nxt, pad_id)                  # finished rows get padding
+        logps[live, step] = torch.where(running, lp, 0.0)
+        running = running & ~torch.isin(nxt, eos_ids)
+        if step == max_new_tokens - 1:
             break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)           # (b, L + step + 1)
-        out = model(input_ids=tokens[-1][:, None], attention_mask=mask, position_ids=next_pos[:, None],
+        if (step + 1) % check_every == 0:
+            n_running = int(running.sum())                                      # the one host sync
+            if n_running == 0:
+                break
+            if n_running <= 0.75 * live.numel():                                # compact: drop finished rows
+                keep = running.nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                live, running, nxt, mask, next_pos = live[keep], running[keep], nxt[keep], mask[keep], next_pos[keep]
+        out = model(input_ids=nxt[:, None], attention_mask=mask[..., :L + step + 1], position_ids=next_pos[:, None],
                     use_cache=True, **{cache_kw: cache})
         logits = out.logits[:, -1].float()
         next_pos = next_pos + 1
-    return (torch.stack(tokens, 1), torch.stack(masks, 1).float(), torch.stack(logps, 1).float(), done)
+    T = step + 1
+    tokens, logps = tokens[:, :T], logps[:, :T]
+    # a row's tokens run up to and including its EOS; padding after it
+    ended = torch.isin(tokens, eos_ids)                                         # (b, T)
+    after_end = (ended.cumsum(1) - ended.long()) > 0                            # positions after the first EOS
+    completion = ~after_end
+    return tokens, completion.float(), logps, ended.any(1)
 
 
 def sample(model, prompts, n=1, max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, eos_token_id=None,

@@ -1,9 +1,16 @@
 """New tokens per second of rollout.sample vs model.generate, on the same model and prompts.
 
-    python bench/rollout_speed.py [--batches 64 256] [--new-tokens 64] [--repeats 3] [--device cpu|cuda]
+    python bench/rollout_speed.py [--batches 64 256] [--new-tokens 64] [--repeats 5] [--device cpu|cuda]
+                                  [--models tiny 50M] [--workloads fixed eos] [--stop-prob 0.03125]
 
-Both sample (temperature 1, top-p 1) with the KV cache on, for exactly --new-tokens tokens (no EOS
-stop, so both do the same work). Models, random weights built from configs (no download):
+Both sample (temperature 1, top-p 1) with the KV cache on, in two workloads:
+  fixed  exactly --new-tokens tokens per row (no EOS), so both do the same work each step: this
+         measures the per-step cost of the decoding loop alone;
+  eos    rows stop at a stop token, as GRPO's completions do, so they end at different lengths:
+         the stop tokens are the first max(1, round(V * stop_prob)) ids of the vocabulary (for the
+         tiny model's 18-token vocabulary that is its EOS alone). Tokens/s counts the tokens each
+         method produced up to and including the stop token; the mean length is printed too.
+Models, random weights built from configs (no download):
   tiny   the default model of train.py (2-layer Qwen2, hidden 128, char vocabulary)
   50M    a Qwen2 config of about 50M parameters (8 layers, hidden 512, vocabulary 32k)
 Runs alternate (generate, ours, generate, ours, ...) so drift on a shared machine hits both alike;
@@ -47,27 +54,22 @@ def timed(fn):
     return time.perf_counter() - t0
 
 
-def interleaved(a, b, repeats):
-    """Time a and b alternately (a, b, a, b, ...) so that drift on a shared machine hits both alike;
-    returns the median time of each and the median of the per-pair ratios time_a / time_b."""
-    pairs = [(timed(a), timed(b)) for _ in range(repeats)]
-    ta, tb = (statistics.median(x) for x in zip(*pairs))
-    return ta, tb, statistics.median(x / y for x, y in pairs)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--models", nargs="+", default=list(CONFIGS))
+    ap.add_argument("--workloads", nargs="+", default=["fixed", "eos"], choices=["fixed", "eos"])
+    ap.add_argument("--stop-prob", type=float, default=1 / 32)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     torch.manual_seed(0)
     dev = torch.device(args.device)
     print(f"device: {torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'}, "
           f"threads: {torch.get_num_threads()}, new tokens: {args.new_tokens}")
-    print(f"{'model':<7}{'params':>8}{'batch':>7}{'generate tok/s':>16}{'ours tok/s':>12}{'ratio':>8}")
+    print(f"{'model':<7}{'params':>8}{'batch':>7}{'workload':>10}{'mean len':>10}{'generate tok/s':>16}"
+          f"{'ours tok/s':>12}{'ratio':>8}")
     for name in args.models:
         cfg = CONFIGS[name]()
         model = Qwen2ForCausalLM(cfg).to(dev).eval()
@@ -75,26 +77,43 @@ def main():
             model = model.to(torch.bfloat16)
         model.generation_config.eos_token_id = None
         params = sum(p.numel() for p in model.parameters())
+        stop = list(range(1, 1 + max(1, round(cfg.vocab_size * args.stop_prob))))
         for B in args.batches:
             g = torch.Generator().manual_seed(B)
             prompts = [torch.randint(3, cfg.vocab_size, (int(torch.randint(6, 16, (1,), generator=g)),),
                                      generator=g).tolist() for _ in range(B)]
             ids, mask, _ = left_pad(prompts, 0, dev)
+            for workload in args.workloads:
+                eos = stop if workload == "eos" else None
+                produced = {}
 
-            def hf():
-                with torch.inference_mode():
-                    model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0,
-                                   top_k=0, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                                   pad_token_id=0)
+                def hf():
+                    with torch.inference_mode():
+                        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
+                                             top_p=1.0, top_k=0, max_new_tokens=args.new_tokens,
+                                             min_new_tokens=None if eos else args.new_tokens, eos_token_id=eos,
+                                             pad_token_id=0)[:, ids.shape[1]:]
+                    # tokens up to and including the first stop token (generate pads after it)
+                    ended = torch.isin(out, torch.tensor(eos or [-1], device=dev))
+                    produced["hf"] = int((ended.long().cumsum(1) - ended.long() == 0).sum())
 
-            def ours():
-                sample(model, prompts, n=1, max_new_tokens=args.new_tokens, temperature=1.0, seed=0)
+                def ours():
+                    ro = sample(model, prompts, n=1, max_new_tokens=args.new_tokens, temperature=1.0,
+                                eos_token_id=eos, seed=0)
+                    produced["ours"] = int(ro.lengths.sum())
 
-            hf(), ours()  # warm-up (allocator, kernels)
-            t_hf, t_ours, ratio = interleaved(hf, ours, args.repeats)
-            toks = B * args.new_tokens
-            print(f"{name:<7}{params / 1e6:>7.1f}M{B:>7}{toks / t_hf:>16.0f}{toks / t_ours:>12.0f}"
-                  f"{ratio:>7.2f}x", flush=True)
+                hf(), ours()  # warm-up (allocator, kernels)
+                pairs = []
+                for _ in range(args.repeats):  # alternate, so drift on a shared machine hits both alike
+                    t_hf = timed(hf)
+                    t_ours = timed(ours)
+                    pairs.append((produced["hf"] / t_hf, produced["ours"] / t_ours,
+                                  produced["hf"], produced["ours"]))
+                hf_tps, our_tps = (statistics.median(p[i] for p in pairs) for i in (0, 1))
+                ratio = statistics.median(p[1] / p[0] for p in pairs)
+                mean_len = f"{statistics.mean(p[3] for p in pairs) / B:.0f}/{statistics.mean(p[2] for p in pairs) / B:.0f}"
+                print(f"{name:<7}{params / 1e6:>7.1f}M{B:>7}{workload:>10}{mean_len:>10}{hf_tps:>16.0f}"
+                      f"{our_tps:>12.0f}{ratio:>7.2f}x", flush=True)
 
 
 if __name__ == "__main__":

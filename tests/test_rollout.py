@@ -10,13 +10,25 @@ EOS, PAD = 1, 0
 PROMPTS = [[3, 4, 5], [6, 7, 8, 9, 10, 11, 12], [13], [14, 15]]      # ragged: left padding matters
 
 
-def make(arch, seed=0):
+def make(arch, seed=0, attn="sdpa"):
     torch.manual_seed(seed)
     common = dict(vocab_size=24, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=128, pad_token_id=PAD, eos_token_id=EOS)
+                  num_key_value_heads=2, max_position_embeddings=128, pad_token_id=PAD, eos_token_id=EOS,
+                  attn_implementation=attn)
     if arch == "qwen2":
         return Qwen2ForCausalLM(Qwen2Config(**common)).eval()
     return LlamaForCausalLM(LlamaConfig(**common)).eval()
+
+
+def sample_recording_batch_sizes(model, *args, **kwargs):
+    """sample(...), and the number of rows of each forward pass it made (the prefill first)."""
+    sizes = []
+    hook = model.register_forward_pre_hook(lambda module, a, kw: sizes.append(kw["input_ids"].shape[0]),
+                                           with_kwargs=True)
+    try:
+        return sample(model, *args, **kwargs), sizes
+    finally:
+        hook.remove()
 
 
 ARCHS = ["qwen2", "llama"]
@@ -30,12 +42,14 @@ def reference_logprobs(model, prompt, completion):
     return logp.gather(1, torch.tensor(completion)[:, None]).squeeze(1)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_logprobs_equal_a_fresh_forward_pass(arch):
-    model = make(arch)
-    ro = sample(model, PROMPTS, n=4, max_new_tokens=24, temperature=1.0, eos_token_id=EOS, seed=3)
+@pytest.mark.parametrize("arch,attn", [("qwen2", "sdpa"), ("llama", "sdpa"), ("qwen2", "eager")])
+def test_logprobs_equal_a_fresh_forward_pass(arch, attn):
+    model = make(arch, attn=attn)
+    ro, sizes = sample_recording_batch_sizes(model, PROMPTS, n=4, max_new_tokens=24, temperature=1.0, eos_token_id=EOS, seed=3)
     assert ro.finished.any() and not ro.finished.all()          # some rows stopped early, some did not
     assert (ro.lengths < 24).any() and (ro.lengths == 24).any()
+    # prefill of the 4 prompts, then 16 rows; finished rows left the batch (compaction) on the way
+    assert sizes[:2] == [4, 16] and int((~ro.finished).sum()) <= sizes[-1] < 16
     for i in range(len(PROMPTS) * 4):
         prompt = PROMPTS[i // 4]                                  # rows are grouped by prompt
         n = int(ro.lengths[i])
