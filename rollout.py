@@ -74,6 +74,13 @@ def unwrap(model):
     return getattr(model, "module", model)
 
 
+def is_data_parallel(model):
+    """True under DDP (the model sits in .module) or FSDP2 (fully_shard made the model an FSDPModule):
+    then forward passes must go through the model's own forward, where the engine's hooks run."""
+    from torch.distributed.fsdp import FSDPModule
+    return model is not unwrap(model) or isinstance(model, FSDPModule)
+
+
 def _forward_params(model):
     """Names the model's forward accepts (looking through a DDP wrapper)."""
     return inspect.signature(unwrap(model).forward).parameters
@@ -305,7 +312,7 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=
     pos = position_ids_from_mask(attn)
     raw = unwrap(model)
     plain_head = not any(getattr(raw.config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
-    if chunk_size and model is raw and plain_head:
+    if chunk_size and not is_data_parallel(model) and plain_head:
         hidden = raw.base_model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False)
         hidden = hidden.last_hidden_state[:, -(T + 1):-1]                       # (B, T, H) predicts tokens
         head = raw.get_output_embeddings()
@@ -316,8 +323,8 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=
                                                  tokens[:, s:s + chunk_size], use_reentrant=False)
                for s in range(0, T, chunk_size)]
         return torch.cat(out, dim=1)
-    # (under DDP the forward must go through the wrapper, and some heads post-process their logits:
-    # there, the logits are made whole and only the log-softmax is chunked)
+    # (under DDP / FSDP the forward must go through the model's own forward, and some heads post-process
+    # their logits: there, the logits are made whole and only the log-softmax is chunked)
     extra = {"logits_to_keep": T + 1} if "logits_to_keep" in _forward_params(model) else {}
     logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **extra).logits
     logits = logits[:, -(T + 1):-1]                                             # (B, T, V) predicts tokens

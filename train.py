@@ -8,6 +8,7 @@ Chapter 4 of the tutorial. One training step:
     python train.py --group-size 2            # built-in task and tiny model: offline, CPU, ~2 minutes
     python train.py --model Qwen/Qwen2.5-Math-1.5B --data math_train.jsonl --eval-data math500_test.jsonl ...
     torchrun --nproc_per_node 4 train.py ...  # data parallel: each rank samples its own prompts
+    torchrun --nproc_per_node 4 train.py --fsdp ...   # the same, weights sharded across the ranks (FSDP2)
 
 With no --model and no --data, a tiny Qwen2 (2 layers, hidden 128, an 18-token character vocabulary)
 is built from a config, saved and loaded back with save_pretrained / from_pretrained (the code path
@@ -85,6 +86,8 @@ class Config:
     micro_batch_size: int = field(default=256, metadata={"help": "sequences per forward/backward"})
     rollout_batch_size: int = field(default=0, metadata={"help": "max sequences sampled together; 0: all"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward"})
+    fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard weights, gradients and optimizer "
+                                                        "state across ranks (FSDP2) instead of DDP"})
     logprob_chunk: int = field(default=0, metadata={"help": "positions per log-softmax chunk; 0: all at once"})
     dtype: str = field(default="auto", metadata={"help": "auto (fp32, bf16 autocast on CUDA) | float32 | bfloat16"})
     seed: int = field(default=0, metadata={"help": "seeds the warm start, data order and sampling"})
@@ -342,6 +345,38 @@ def pick_device(cfg):
     return torch.device(cfg.device)
 
 
+def shard_model(model):
+    """FSDP2: shard each decoder layer, then the rest (embeddings, final norm, head), across the ranks.
+    Each rank then holds 1/world of the weights, gradients and optimizer state; a layer's full weights
+    exist only while it computes (all-gathered before, freed after)."""
+    from torch.distributed.fsdp import fully_shard
+    layer_classes = set(getattr(model, "_no_split_modules", None) or [])   # e.g. {"Qwen2DecoderLayer"}
+    for module in model.modules():
+        if type(module).__name__ in layer_classes:
+            fully_shard(module)
+    fully_shard(model)
+    return model
+
+
+@contextlib.contextmanager
+def full_weights(model):
+    """FSDP2: all-gather every layer's weights once and keep them while sampling or evaluating, so the
+    many small forward passes of decoding make no collectives (and ranks may make different numbers of
+    them: their completions end at different steps). Every rank must enter; resharded on exit.
+    Costs one full copy of the weights per rank for the duration. Nothing to do without FSDP."""
+    from torch.distributed.fsdp import FSDPModule
+    sharded = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in sharded:
+        m.set_reshard_after_forward(False, recurse=False)
+        m.unshard()
+    try:
+        yield
+    finally:
+        for m in sharded:
+            m.reshard()
+            m.set_reshard_after_forward(True, recurse=False)
+
+
 def load_model_and_tokenizer(cfg, log=print):
     """(model, tokenizer, device): from cfg.model, or the built-in tiny model (built and cached)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -377,9 +412,12 @@ def autocast(device, cfg):
 # One policy update: micro-batches, gradient accumulation, one optimizer step
 # ---------------------------------------------------------------------------------------------------
 def _all_reduce(x, op=None):
+    """x summed (or op) over ranks, on x's device; a copy goes through the GPU where NCCL needs it."""
     if dist.is_initialized():
-        x = x.clone()
-        dist.all_reduce(x, op=op or dist.ReduceOp.SUM)
+        comm = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else x.device
+        y = x.detach().to(comm, copy=True)
+        dist.all_reduce(y, op=op or dist.ReduceOp.SUM)
+        x = y.to(x.device)
     return x
 
 
@@ -398,8 +436,10 @@ def policy_update(model, optimizer, batch, cfg, device):
            ref_seq (B,) reference sequence log-probs.
     Rows are cut into micro-batches of cfg.micro_batch_size sequences; each loss is scaled by its
     share of the batch (aggregation_weight), so the summed gradient is the full-batch gradient. Under
-    DDP the engine averages gradients across ranks; the shares use the global total, and every rank
-    runs the same number of backward passes (padding with zero-weight ones) so none waits forever.
+    DDP / FSDP the engine averages gradients across ranks; the shares use the global total, and every
+    rank runs the same number of backward passes (padding with zero-weight ones) so none waits forever.
+    DDP syncs gradients once, after the last micro-batch (no_sync before); FSDP reduce-scatters after
+    each one, so no rank ever holds a full gradient.
     Returns the statistics to log, or None when no rollout carried a learning signal.
     """
     _, world = rank_and_world()
@@ -425,7 +465,8 @@ def policy_update(model, optimizer, batch, cfg, device):
     for i in range(n_micro):
         dummy = i >= len(chunks)                        # DDP padding: a backward that adds nothing
         idx = chunks[i] if not dummy else torch.tensor([0])
-        sync = contextlib.nullcontext() if (i == n_micro - 1 or world == 1) else model.no_sync()
+        last = i == n_micro - 1 or world == 1 or not hasattr(model, "no_sync")
+        sync = contextlib.nullcontext() if last else model.no_sync()
         with sync:
             if cfg.loss == "grpo":
                 loss, stats = _grpo_microbatch(model, batch, idx, cfg, device)
@@ -517,10 +558,25 @@ def _permutation(seed, epoch, n):
     return _perm_cache[key]
 
 
+def full_state_dicts(model, optimizer):
+    """(model, optimizer) state dicts with whole tensors. Under FSDP each rank holds a shard: they are
+    gathered (a collective, every rank must call) onto rank 0's CPU; other ranks get empty dicts."""
+    from torch.distributed.fsdp import FSDPModule
+    if not isinstance(model, FSDPModule):
+        return unwrap(model).state_dict(), optimizer.state_dict() if optimizer is not None else None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return (get_model_state_dict(model, options=options),
+            get_optimizer_state_dict(model, optimizer, options=options) if optimizer is not None else None)
+
+
 def save_checkpoint(path, model, optimizer, scheduler, step, cfg):
-    """Everything a resumed run needs, written to a temporary file and renamed into place (atomic)."""
-    raw = unwrap(model)
-    state = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    """Everything a resumed run needs, written by rank 0 to a temporary file and renamed into place
+    (atomic). Every rank calls it (under FSDP the state is gathered from all of them)."""
+    model_state, optimizer_state = full_state_dicts(model, optimizer)
+    if rank_and_world()[0] != 0:
+        return
+    state = {"model": model_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
              "step": step, "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
              "python_rng": random.getstate()}
@@ -530,10 +586,20 @@ def save_checkpoint(path, model, optimizer, scheduler, step, cfg):
 
 
 def load_checkpoint(path, model, optimizer, scheduler):
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    raw = unwrap(model)
-    raw.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    """Restore a checkpoint of save_checkpoint into the (possibly sharded) model and its optimizer."""
+    from torch.distributed.fsdp import FSDPModule
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    sharded = isinstance(model, FSDPModule)
+    if state["config"].get("fsdp", False) != sharded:
+        raise SystemExit(f"error: {path} was written {'with' if not sharded else 'without'} --fsdp; "
+                         f"resume it the same way (the optimizer state is laid out differently)")
+    if sharded:   # every rank reads the whole (memory-mapped) file and keeps its own shard
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                       options=StateDictOptions(full_state_dict=True))
+    else:
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") and torch.cuda.is_available():
@@ -567,11 +633,17 @@ def train(cfg):
     t_start = time.perf_counter()
     world_env = int(os.environ.get("WORLD_SIZE", "1"))
     if world_env > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
+        nccl = torch.cuda.is_available() and cfg.device != "cpu"
+        if nccl:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))   # one GPU per rank
+        dist.init_process_group("nccl" if nccl else "gloo")
     rank, world = rank_and_world()
     is_main = rank == 0
     if cfg.prompts_per_step % world:
         raise SystemExit(f"error: --prompts-per-step {cfg.prompts_per_step} must divide by {world} ranks")
+    if cfg.fsdp and world == 1:
+        raise SystemExit("error: --fsdp shards the model across processes: launch with torchrun "
+                         "--nproc_per_node N (N >= 2)")
     log = (lambda msg: tqdm.write(msg)) if is_main else (lambda msg: None)
     builtin = not cfg.data
     if not cfg.max_new_tokens:
@@ -606,6 +678,8 @@ def train(cfg):
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         if device.type == "cuda":
             ref_model = ref_model.to(torch.bfloat16)
+    if cfg.fsdp:
+        shard_model(model)              # before the optimizer: it must see the sharded parameters
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
@@ -618,7 +692,7 @@ def train(cfg):
     elif cfg.resume:
         log(f"--resume: no checkpoint at {ckpt_path}, starting from step 0")
     train_model = model
-    if world > 1:
+    if world > 1 and not cfg.fsdp:
         from torch.nn.parallel import DistributedDataParallel as DDP
         train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if is_main:
@@ -629,9 +703,12 @@ def train(cfg):
         _truncate_metrics(metrics_path, start)
 
     def held_out_accuracy():
-        if not held_out or not is_main:
+        """Rank 0 evaluates (the other ranks only help gather the weights under FSDP)."""
+        if not held_out:
             return None
-        with autocast(device, cfg):
+        with autocast(device, cfg), full_weights(model):
+            if not is_main:
+                return None
             res = evaluate(model, tok, held_out, samples=cfg.eval_samples, temperature=cfg.eval_temperature,
                            top_p=cfg.eval_top_p, top_k=cfg.eval_top_k, max_new_tokens=cfg.max_new_tokens,
                            batch_size=max(cfg.rollout_batch_size, 64) if cfg.rollout_batch_size else 256,
@@ -665,9 +742,12 @@ def train(cfg):
                                 ties=f"{row['tie_frac']:.2f}",
                                 s=f"{row['step_s']:.2f}", **({"held_out": f"{row['held_out_acc']:.2f}"}
                                                             if row.get("held_out_acc") is not None else {}))
-            if is_main and (done % cfg.save_every == 0 or done == cfg.steps or stop.stop):
+            # every rank stops at the same step (Ctrl-C may reach the ranks at different moments)
+            stopping = stop.stop if world == 1 else bool(_all_reduce(torch.tensor(float(stop.stop)),
+                                                                       dist.ReduceOp.MAX))
+            if done % cfg.save_every == 0 or done == cfg.steps or stopping:
                 save_checkpoint(ckpt_path, model, optimizer, scheduler, done, cfg)
-            if stop.stop:
+            if stopping:
                 barrier()
                 log(f"stopped at step {done}; checkpoint saved: resume with the same command and --resume")
                 raise SystemExit(130)
@@ -676,9 +756,10 @@ def train(cfg):
         bar.close()
     barrier()
     acc_after = held_out_accuracy()
+    weights, _ = full_state_dicts(model, None)
     if is_main:
         final = os.path.join(cfg.out_dir, "model")
-        _save_dir_atomic(final, lambda d: (model.save_pretrained(d), tok.save_pretrained(d)))
+        _save_dir_atomic(final, lambda d: (model.save_pretrained(d, state_dict=weights), tok.save_pretrained(d)))
     wall = time.perf_counter() - t_start
     summary = {"held_out_before": acc_before, "held_out_after": acc_after, "rollouts": rollouts,
                "steps": cfg.steps, "wall_s": round(wall, 1), "out_dir": cfg.out_dir}
@@ -709,7 +790,7 @@ def train_step(step, train_model, model, ref_model, optimizer, tok, train_set, e
     problems = [train_set[i] for i in prompts_for_step(step, len(train_set), cfg, rank, world)]
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed * 1_000_003 + step * 1_009 + rank)     # a function of (seed, step, rank)
-    with autocast(device, cfg):
+    with autocast(device, cfg), full_weights(model):
         ro = sample(model, [p["prompt_ids"] for p in problems], n=G, max_new_tokens=cfg.max_new_tokens,
                     temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, eos_token_id=eos,
                     pad_token_id=tok.pad_token_id, generator=gen, max_batch_size=cfg.rollout_batch_size or None,

@@ -224,11 +224,11 @@ def test_real_model_directory_and_jsonl_data(tmp_path, tiny_model_dir):
     assert summary["rollouts"] == 2 * 8 * 2 and summary["held_out_after"] is not None
 
 
-# --- data parallel (torchrun / DDP), on CPU with the gloo backend ---------------------------------
+# --- data parallel (torchrun: DDP, or FSDP2 with --fsdp), on CPU with the gloo backend -----------
 GRPO_KEYS = ("prompt_ids", "prompt_mask", "tokens", "mask", "old_logp", "advantages", "ref_logp")
 
 
-def _ddp_worker(rank, world, init_file, out_dir, cfg_kwargs):
+def _data_parallel_worker(rank, world, init_file, out_dir, engine, cfg_kwargs):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
     from datetime import timedelta
@@ -239,25 +239,35 @@ def _ddp_worker(rank, world, init_file, out_dir, cfg_kwargs):
     model, batch = fixed_batch(build_tiny_tokenizer())
     rows = slice(4 * rank, 4 * rank + 4)              # rank r holds prompts 2r and 2r+1: whole groups
     local = {k: batch[k][rows] for k in GRPO_KEYS}
-    ddp = DDP(model)
-    opt = torch.optim.SGD(ddp.parameters(), lr=0.5)
-    policy_update(ddp, opt, local, Config(**cfg_kwargs), torch.device("cpu"))
-    torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    wrapped = DDP(model) if engine == "ddp" else train.shard_model(model)
+    if engine == "fsdp":                               # each rank holds half of every weight
+        from torch.distributed.tensor import DTensor
+        assert all(isinstance(p, DTensor) and p.to_local().numel() <= (p.numel() + 1) // 2
+                   for p in wrapped.parameters())
+    opt = torch.optim.SGD(wrapped.parameters(), lr=0.5)
+    policy_update(wrapped, opt, local, Config(**cfg_kwargs), torch.device("cpu"))
+    weights, _ = train.full_state_dicts(wrapped, None)     # FSDP: gathered from both ranks' shards
+    if rank == 0 or engine == "ddp":
+        torch.save(weights, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.barrier()          # both ranks are done; the process group goes with the process (no teardown race)
 
 
-@pytest.mark.parametrize("aggregation", ["seq_mean", "token_mean"])
-def test_ddp_step_equals_one_process_on_the_union_of_the_batches(tmp_path, aggregation):
+@pytest.mark.parametrize("engine,aggregation,grad_clip", [("ddp", "seq_mean", 0.0), ("ddp", "token_mean", 0.0),
+                                                          ("fsdp", "seq_mean", 0.0), ("fsdp", "token_mean", 0.05)])
+def test_data_parallel_step_equals_one_process_on_the_union_of_the_batches(tmp_path, engine, aggregation,
+                                                                           grad_clip):
     import torch.multiprocessing as mp
     # micro-batches of 2 with ties skipped: rank 0 keeps 2 rows (one chunk), rank 1 keeps 4 (two
-    # chunks), so the padding with zero-weight backward passes is exercised too
-    cfg_kwargs = dict(aggregation=aggregation, micro_batch_size=2, grad_clip=0.0, max_new_tokens=8, beta=0.0)
-    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path), cfg_kwargs), nprocs=2,
-                       start_method="spawn")
+    # chunks), so the padding with zero-weight backward passes is exercised too; grad_clip 0.05 is
+    # below the gradient's norm, so clipping (a norm over both ranks' shards under FSDP) changes the step
+    cfg_kwargs = dict(aggregation=aggregation, micro_batch_size=2, grad_clip=grad_clip, max_new_tokens=8, beta=0.0)
+    mp.start_processes(_data_parallel_worker, args=(2, str(tmp_path / "init"), str(tmp_path), engine, cfg_kwargs),
+                       nprocs=2, start_method="spawn")
     model, batch = fixed_batch(build_tiny_tokenizer())
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     policy_update(model, opt, {k: batch[k] for k in GRPO_KEYS}, Config(**cfg_kwargs), torch.device("cpu"))
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    r0 = torch.load(tmp_path / "rank0.pt")
+    r1 = torch.load(tmp_path / "rank1.pt") if engine == "ddp" else r0     # FSDP: one gathered copy
     moved = 0.0
     start, _ = fixed_batch(build_tiny_tokenizer())
     for k, v in model.state_dict().items():
@@ -267,20 +277,43 @@ def test_ddp_step_equals_one_process_on_the_union_of_the_batches(tmp_path, aggre
     assert moved > 1e-4                                           # the step really changed the weights
 
 
-def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir):
+def torchrun(argv, root):
     import subprocess
     import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
-           *small_run_args(tmp_path, tiny_model_dir, steps=2, out_dir=str(out))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py", *argv]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir, engine):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / engine
+    # FSDP with the memory options and a KL reference too: each changes how the sharded model is run
+    extra = dict(fsdp=True, gradient_checkpointing=True, logprob_chunk=4, beta=0.04) if engine == "fsdp" else {}
+    torchrun(small_run_args(tmp_path, tiny_model_dir, steps=2, out_dir=str(out), **extra), root)
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [0, 1]                    # rank 0 alone logs
     assert rows[-1]["rollouts"] == 2 * 8 * 2                      # 8 prompts per step over both ranks
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 2
+    summary = json.load(open(out / "summary.json"))               # evaluated (by rank 0) at the start and end
+    assert 0 <= summary["held_out_before"] <= 1 and 0 <= summary["held_out_after"] <= 1
+    if engine == "fsdp":
+        # resume from the gathered checkpoint into a sharded model, one more step
+        torchrun(small_run_args(tmp_path, tiny_model_dir, steps=3, out_dir=str(out), resume=True, **extra), root)
+        rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+        assert [r["step"] for r in rows] == [0, 1, 2]
+        assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3
+        # the final model is a whole, ordinary Hugging Face model
+        model = AutoModelForCausalLM.from_pretrained(out / "model")
+        assert model.config.architectures == ["Qwen2ForCausalLM"]
+        assert sum(p.numel() for p in model.parameters()) == sum(
+            p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters())
+        # a sharded checkpoint is resumed sharded: without --fsdp it is a clear error, not a crash
+        with pytest.raises(SystemExit, match="written with --fsdp"):
+            train.main(small_run_args(tmp_path, tiny_model_dir, steps=4, out_dir=str(out), resume=True, beta=0.04))
 
 
 # --- the one-GPU recipe of the README, on a tiny model of the same architecture -------------------
