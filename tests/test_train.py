@@ -306,11 +306,17 @@ def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir, engine):
         rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
         assert [r["step"] for r in rows] == [0, 1, 2]
         assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3
-        # the final model is a whole, ordinary Hugging Face model
+        # the final model is a whole, ordinary Hugging Face model, and the same as that of a run of 3
+        # steps never interrupted
         model = AutoModelForCausalLM.from_pretrained(out / "model")
         assert model.config.architectures == ["Qwen2ForCausalLM"]
-        assert sum(p.numel() for p in model.parameters()) == sum(
-            p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters())
+        torchrun(small_run_args(tmp_path, tiny_model_dir, steps=3, out_dir=str(tmp_path / "straight"), **extra), root)
+        straight = AutoModelForCausalLM.from_pretrained(tmp_path / "straight" / "model").state_dict()
+        start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+        assert straight.keys() == model.state_dict().keys()
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, straight[k]), k
+        assert any(not torch.equal(v, start[k]) for k, v in straight.items())     # training moved the weights
         # a sharded checkpoint is resumed sharded: without --fsdp it is a clear error, not a crash
         with pytest.raises(SystemExit, match="written with --fsdp"):
             train.main(small_run_args(tmp_path, tiny_model_dir, steps=4, out_dir=str(out), resume=True, beta=0.04))
