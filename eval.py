@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from reward import extract_answer, is_equiv
-from rollout import sample
+from rollout import sample, stop_token_ids
 
 
 def pass_at_k(n, c, k):
@@ -39,24 +39,27 @@ def pass_at_k(n, c, k):
 
 
 def evaluate(model, tokenizer, problems, samples=1, temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=64,
-             batch_size=64, seed=0, progress=True, pass_ks=None):
+             batch_size=64, seed=0, progress=True, pass_ks=None, eos_token_id=None):
     """Score a model on problems (dicts with "prompt_ids" and "gold"; "problem" is carried along).
 
     returns {"mean@k": float, "pass@j": float for each j in pass_ks (default [k]), "results": [...]}
     where results has one row per problem: completions, extracted answers, correct flags.
     Sampling uses its own generator seeded with `seed`, so evaluating never moves training's RNG.
+    eos_token_id: the id(s) that end a completion; default rollout.stop_token_ids (the tokenizer's EOS
+    and the generation config's, e.g. a chat model's end-of-turn token).
     """
     device = next(model.parameters()).device
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     pass_ks = pass_ks or [samples]
+    eos = eos_token_id if eos_token_id is not None else stop_token_ids(model, tokenizer)
     per_batch = max(1, batch_size // samples)
     results = []
     bar = tqdm(total=len(problems), desc="eval", disable=not progress, leave=False)
     for s in range(0, len(problems), per_batch):
         chunk = problems[s:s + per_batch]
         ro = sample(model, [p["prompt_ids"] for p in chunk], n=samples, max_new_tokens=max_new_tokens,
-                    temperature=temperature, top_p=top_p, top_k=top_k, eos_token_id=tokenizer.eos_token_id,
+                    temperature=temperature, top_p=top_p, top_k=top_k, eos_token_id=eos,
                     pad_token_id=tokenizer.pad_token_id, generator=gen, tokenizer=tokenizer)
         for i, p in enumerate(chunk):
             texts = ro.texts[i * samples:(i + 1) * samples]

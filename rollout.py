@@ -81,6 +81,16 @@ def is_data_parallel(model):
     return model is not unwrap(model) or isinstance(model, FSDPModule)
 
 
+def stop_token_ids(model, tokenizer):
+    """Every id that ends a completion: the tokenizer's EOS and the generation config's (a list for
+    chat models, e.g. <|im_end|> and <|endoftext|>)."""
+    ids = {tokenizer.eos_token_id}
+    gen = getattr(unwrap(model), "generation_config", None)
+    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+    ids.update(extra if isinstance(extra, (list, tuple)) else [extra])
+    return sorted(i for i in ids if i is not None)
+
+
 def _forward_params(model):
     """Names the model's forward accepts (looking through a DDP wrapper)."""
     return inspect.signature(unwrap(model).forward).parameters

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from eval import evaluate
 from grpo import ADVANTAGE_MODES, AGGREGATIONS, dpo_loss, group_advantages, grpo_loss, preference_pairs
 from reward import gold_answer, rewards
-from rollout import left_pad, sample, sequence_logprobs, unwrap
+from rollout import left_pad, sample, sequence_logprobs, stop_token_ids, unwrap
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -391,16 +391,6 @@ def load_model_and_tokenizer(cfg, log=print):
     return model, tok, device
 
 
-def eos_ids(model, tok):
-    """Every id that ends a completion: the tokenizer's EOS and the generation config's (a list for
-    chat models, e.g. <|im_end|> and <|endoftext|>)."""
-    ids = {tok.eos_token_id}
-    gen = getattr(model, "generation_config", None)
-    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
-    ids.update(extra if isinstance(extra, (list, tuple)) else [extra])
-    return sorted(i for i in ids if i is not None)
-
-
 def autocast(device, cfg):
     """bf16 autocast on CUDA for fp32 weights (dtype auto); nothing elsewhere."""
     if device.type == "cuda" and cfg.dtype == "auto":
@@ -669,7 +659,7 @@ def train(cfg):
     held_out = held_out[:cfg.eval_problems]
     if not train_set:
         raise SystemExit(f"error: no training prompt fits --max-prompt-tokens {cfg.max_prompt_tokens}")
-    eos = eos_ids(model, tok)
+    eos = stop_token_ids(model, tok)
     if cfg.gradient_checkpointing:
         # transformers 5 renamed it activation_checkpointing_enable; 4.x has only the old name
         (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
@@ -703,17 +693,17 @@ def train(cfg):
         _truncate_metrics(metrics_path, start)
 
     def held_out_accuracy():
-        """Rank 0 evaluates (the other ranks only help gather the weights under FSDP)."""
+        """Mean@k on the held-out problems, which the ranks share: rank r evaluates r, r + N, r + 2N, ..."""
         if not held_out:
             return None
+        mine = held_out[rank::world]
         with autocast(device, cfg), full_weights(model):
-            if not is_main:
-                return None
-            res = evaluate(model, tok, held_out, samples=cfg.eval_samples, temperature=cfg.eval_temperature,
+            res = evaluate(model, tok, mine, samples=cfg.eval_samples, temperature=cfg.eval_temperature,
                            top_p=cfg.eval_top_p, top_k=cfg.eval_top_k, max_new_tokens=cfg.max_new_tokens,
                            batch_size=max(cfg.rollout_batch_size, 64) if cfg.rollout_batch_size else 256,
-                           seed=cfg.seed, progress=cfg.progress)
-        return res[f"mean@{cfg.eval_samples}"]
+                           seed=cfg.seed + rank, progress=cfg.progress and is_main, eos_token_id=eos)
+        right = _all_reduce(torch.tensor(res[f"mean@{cfg.eval_samples}"] * len(mine), dtype=torch.float64))
+        return right.item() / len(held_out)
 
     acc_before = held_out_accuracy() if start == 0 else None
     if acc_before is not None:

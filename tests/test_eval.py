@@ -61,6 +61,21 @@ def test_half_right_scores_by_hand(monkeypatch):
     assert res["results"][0]["answers"] == ["1", "1", "2", "2"]
 
 
+def test_completions_stop_at_every_end_token_of_the_model(monkeypatch):
+    """A chat model ends its turn with a token other than the tokenizer's EOS (Qwen: <|im_end|>);
+    evaluation stops at it too, as training does, instead of reading on past the answer."""
+    from transformers import Qwen2ForCausalLM
+    from train import tiny_model_config
+    tok, probs = problems()
+    model = Qwen2ForCausalLM(tiny_model_config())
+    model.generation_config.eos_token_id = [7, tok.eos_token_id]
+    seen = []
+    fake = fake_sampler(lambda i, j: "\\boxed{1}")
+    monkeypatch.setattr(evaluation, "sample", lambda m, p, **kw: seen.append(kw["eos_token_id"]) or fake(m, p, **kw))
+    evaluate(model, tok, probs, progress=False)
+    assert seen and all(eos == sorted({tok.eos_token_id, 7}) for eos in seen)
+
+
 def test_eval_command_line_end_to_end(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "res.jsonl"
     summary = evaluation.main(["--model", tiny_model_dir, "--samples", "2", "--temperature", "1.0", "--limit", "12",
