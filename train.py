@@ -345,16 +345,20 @@ def pick_device(cfg):
     return torch.device(cfg.device)
 
 
-def shard_model(model):
+def shard_model(model, compute_dtype=None):
     """FSDP2: shard each decoder layer, then the rest (embeddings, final norm, head), across the ranks.
     Each rank then holds 1/world of the weights, gradients and optimizer state; a layer's full weights
-    exist only while it computes (all-gathered before, freed after)."""
-    from torch.distributed.fsdp import fully_shard
+    exist only while it computes (all-gathered before, freed after). compute_dtype=torch.bfloat16: the
+    shards stay fp32 (as do the optimizer's updates and the gradients' reduction) but are gathered as
+    bf16, which halves the traffic and the memory of gathered weights (FSDP2's mixed precision)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32) if compute_dtype else None
+    kwargs = {"mp_policy": policy} if policy else {}
     layer_classes = set(getattr(model, "_no_split_modules", None) or [])   # e.g. {"Qwen2DecoderLayer"}
     for module in model.modules():
         if type(module).__name__ in layer_classes:
-            fully_shard(module)
-    fully_shard(model)
+            fully_shard(module, **kwargs)
+    fully_shard(model, **kwargs)
     return model
 
 
@@ -668,8 +672,9 @@ def train(cfg):
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         if device.type == "cuda":
             ref_model = ref_model.to(torch.bfloat16)
-    if cfg.fsdp:
-        shard_model(model)              # before the optimizer: it must see the sharded parameters
+    if cfg.fsdp:                        # before the optimizer: it must see the sharded parameters
+        # on CUDA with fp32 weights (dtype auto), compute in bf16 as autocast does elsewhere
+        shard_model(model, torch.bfloat16 if device.type == "cuda" and cfg.dtype == "auto" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")

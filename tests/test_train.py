@@ -239,13 +239,17 @@ def _data_parallel_worker(rank, world, init_file, out_dir, engine, cfg_kwargs):
     model, batch = fixed_batch(build_tiny_tokenizer())
     rows = slice(4 * rank, 4 * rank + 4)              # rank r holds prompts 2r and 2r+1: whole groups
     local = {k: batch[k][rows] for k in GRPO_KEYS}
-    wrapped = DDP(model) if engine == "ddp" else train.shard_model(model)
-    if engine == "fsdp":                               # each rank holds half of every weight
+    wrapped = DDP(model) if engine == "ddp" else train.shard_model(model, torch.bfloat16 if engine == "fsdp-bf16"
+                                                                   else None)
+    if engine != "ddp":                                # each rank holds half of every weight
         from torch.distributed.tensor import DTensor
         assert all(isinstance(p, DTensor) and p.to_local().numel() <= (p.numel() + 1) // 2
                    for p in wrapped.parameters())
     opt = torch.optim.SGD(wrapped.parameters(), lr=0.5)
+    computed_in = []                                   # dtype of the gathered weights a layer computes with
+    model.model.layers[0].mlp.register_forward_pre_hook(lambda m, a: computed_in.append(m.up_proj.weight.dtype))
     policy_update(wrapped, opt, local, Config(**cfg_kwargs), torch.device("cpu"))
+    assert set(computed_in) == {torch.bfloat16 if engine == "fsdp-bf16" else torch.float32}
     weights, _ = train.full_state_dicts(wrapped, None)     # FSDP: gathered from both ranks' shards
     if rank == 0 or engine == "ddp":
         torch.save(weights, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -253,7 +257,8 @@ def _data_parallel_worker(rank, world, init_file, out_dir, engine, cfg_kwargs):
 
 
 @pytest.mark.parametrize("engine,aggregation,grad_clip", [("ddp", "seq_mean", 0.0), ("ddp", "token_mean", 0.0),
-                                                          ("fsdp", "seq_mean", 0.0), ("fsdp", "token_mean", 0.05)])
+                                                          ("fsdp", "seq_mean", 0.0), ("fsdp", "token_mean", 0.05),
+                                                          ("fsdp-bf16", "seq_mean", 0.0)])
 def test_data_parallel_step_equals_one_process_on_the_union_of_the_batches(tmp_path, engine, aggregation,
                                                                            grad_clip):
     import torch.multiprocessing as mp
@@ -270,6 +275,13 @@ def test_data_parallel_step_equals_one_process_on_the_union_of_the_batches(tmp_p
     r1 = torch.load(tmp_path / "rank1.pt") if engine == "ddp" else r0     # FSDP: one gathered copy
     moved = 0.0
     start, _ = fixed_batch(build_tiny_tokenizer())
+    if engine == "fsdp-bf16":
+        # bf16 compute: not the fp32 step to the bit, but the same step (direction and size) to ~1%
+        delta = torch.cat([(r0[k] - w).flatten() for k, w in start.state_dict().items()])
+        want = torch.cat([(v - start.state_dict()[k]).flatten() for k, v in model.state_dict().items()])
+        assert torch.cosine_similarity(delta, want, dim=0) > 0.99
+        assert abs(delta.norm() / want.norm() - 1) < 0.05
+        return
     for k, v in model.state_dict().items():
         assert torch.equal(r0[k], r1[k]), k                       # the ranks agree
         assert torch.allclose(r0[k], v, atol=1e-6), k             # and equal the single process
