@@ -352,8 +352,8 @@ def shard_model(model, compute_dtype=None):
     shards stay fp32 (as do the optimizer's updates and the gradients' reduction) but are gathered as
     bf16, which halves the traffic and the memory of gathered weights (FSDP2's mixed precision)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32) if compute_dtype else None
-    kwargs = {"mp_policy": policy} if policy else {}
+    kwargs = {"mp_policy": MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
+              } if compute_dtype else {}
     layer_classes = set(getattr(model, "_no_split_modules", None) or [])   # e.g. {"Qwen2DecoderLayer"}
     for module in model.modules():
         if type(module).__name__ in layer_classes:
