@@ -74,11 +74,16 @@ def unwrap(model):
     return getattr(model, "module", model)
 
 
-def is_data_parallel(model):
-    """True under DDP (the model sits in .module) or FSDP2 (fully_shard made the model an FSDPModule):
-    then forward passes must go through the model's own forward, where the engine's hooks run."""
+def is_sharded(model):
+    """True when FSDP2's fully_shard has made the model an FSDPModule (its weights split over ranks)."""
     from torch.distributed.fsdp import FSDPModule
-    return model is not unwrap(model) or isinstance(model, FSDPModule)
+    return isinstance(model, FSDPModule)
+
+
+def is_data_parallel(model):
+    """True under DDP (the model sits in .module) or FSDP2 (is_sharded): then forward passes must go
+    through the model's own forward, where the engine's hooks run."""
+    return model is not unwrap(model) or is_sharded(model)
 
 
 def stop_token_ids(model, tokenizer):

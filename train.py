@@ -39,7 +39,7 @@ from tqdm import tqdm
 from eval import evaluate
 from grpo import ADVANTAGE_MODES, AGGREGATIONS, dpo_loss, group_advantages, grpo_loss, preference_pairs
 from reward import gold_answer, rewards
-from rollout import left_pad, sample, sequence_logprobs, stop_token_ids, unwrap
+from rollout import is_sharded, left_pad, sample, sequence_logprobs, stop_token_ids, unwrap
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -368,8 +368,7 @@ def full_weights(model):
     many small forward passes of decoding make no collectives (and ranks may make different numbers of
     them: their completions end at different steps). Every rank must enter; resharded on exit.
     Costs one full copy of the weights per rank for the duration. Nothing to do without FSDP."""
-    from torch.distributed.fsdp import FSDPModule
-    sharded = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    sharded = [m for m in model.modules() if is_sharded(m)]
     for m in sharded:
         m.set_reshard_after_forward(False, recurse=False)
         m.unshard()
@@ -451,7 +450,7 @@ def policy_update(model, optimizer, batch, cfg, device):
         chunks = [pairs[i:i + per] for i in range(0, len(pairs), per)]
         weights = [torch.tensor(float(len(c))) for c in chunks]
     total = _all_reduce(sum(weights, torch.tensor(0.0)))
-    n_micro = int(_all_reduce(torch.tensor(len(chunks)), dist.ReduceOp.MAX if dist.is_initialized() else None))
+    n_micro = int(_all_reduce(torch.tensor(len(chunks)), dist.ReduceOp.MAX))
     if total.item() == 0:
         return None
     optimizer.zero_grad(set_to_none=True)
@@ -555,8 +554,7 @@ def _permutation(seed, epoch, n):
 def full_state_dicts(model, optimizer):
     """(model, optimizer) state dicts with whole tensors. Under FSDP each rank holds a shard: they are
     gathered (a collective, every rank must call) onto rank 0's CPU; other ranks get empty dicts."""
-    from torch.distributed.fsdp import FSDPModule
-    if not isinstance(model, FSDPModule):
+    if not is_sharded(model):
         return unwrap(model).state_dict(), optimizer.state_dict() if optimizer is not None else None
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -581,9 +579,8 @@ def save_checkpoint(path, model, optimizer, scheduler, step, cfg):
 
 def load_checkpoint(path, model, optimizer, scheduler):
     """Restore a checkpoint of save_checkpoint into the (possibly sharded) model and its optimizer."""
-    from torch.distributed.fsdp import FSDPModule
     state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    sharded = isinstance(model, FSDPModule)
+    sharded = is_sharded(model)
     if state["config"].get("fsdp", False) != sharded:
         raise SystemExit(f"error: {path} was written {'with' if not sharded else 'without'} --fsdp; "
                          f"resume it the same way (the optimizer state is laid out differently)")
@@ -738,8 +735,7 @@ def train(cfg):
                                 s=f"{row['step_s']:.2f}", **({"held_out": f"{row['held_out_acc']:.2f}"}
                                                             if row.get("held_out_acc") is not None else {}))
             # every rank stops at the same step (Ctrl-C may reach the ranks at different moments)
-            stopping = stop.stop if world == 1 else bool(_all_reduce(torch.tensor(float(stop.stop)),
-                                                                       dist.ReduceOp.MAX))
+            stopping = bool(_all_reduce(torch.tensor(float(stop.stop)), dist.ReduceOp.MAX))
             if done % cfg.save_every == 0 or done == cfg.steps or stopping:
                 save_checkpoint(ckpt_path, model, optimizer, scheduler, done, cfg)
             if stopping:
