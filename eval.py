@@ -1,6 +1,6 @@
 """eval.py: accuracy of a model on a problem set: mean@k, pass@k, and per-problem results.
 
-Chapter 5 of the tutorial.
+Chapter 6 of the tutorial.
 
     python eval.py --model runs/default/model --samples 4            # built-in held-out split
     python eval.py --model DIR --data math500_test.jsonl --samples 4 --temperature 0.7 --top-p 0.8 --top-k 20
@@ -9,7 +9,7 @@ Chapter 5 of the tutorial.
 For each problem, k completions are sampled and each is checked by reward.py (c of the k are right):
     mean@k = average over problems of c / k           (pass@1 estimated with k samples)
     pass@j = average over problems of 1 - C(k - c, j) / C(k, j)   (Chen et al. 2021, unbiased, j <= k)
-The prompt template is the one train.py uses (train.build_prompts), so a model is evaluated on the
+The prompt template is the one train.py uses (data.build_prompts), so a model is evaluated on the
 prompts it was trained on.
 """
 
@@ -22,6 +22,8 @@ import sys
 import torch
 from tqdm import tqdm
 
+import parallel
+from data import build_prompts, load_model_and_tokenizer, load_problems, tiny_task_problems
 from reward import extract_answer, is_equiv
 from rollout import sample, stop_token_ids
 
@@ -77,9 +79,21 @@ def evaluate(model, tokenizer, problems, samples=1, temperature=0.0, top_p=1.0, 
     return out
 
 
-def main(argv=None):
-    from train import Config, build_prompts, load_model_and_tokenizer, load_problems, tiny_task_problems
+def shared_accuracy(model, tokenizer, problems, samples=1, seed=0, progress=True, **kw):
+    """Mean@k of evaluate() on problems that the ranks of a torchrun job share: rank r evaluates
+    problems r, r + N, r + 2N, ... (seeded seed + r), and the right answers are summed over the ranks.
+    In one process it is evaluate()'s mean@k. None when there are no problems."""
+    if not problems:
+        return None
+    rank, _ = parallel.rank_and_world()
+    mine = parallel.my_share(problems)
+    with parallel.full_weights(model):          # FSDP: whole weights while decoding
+        res = evaluate(model, tokenizer, mine, samples=samples, seed=seed + rank, progress=progress and rank == 0, **kw)
+    right = parallel.all_reduce(torch.tensor(res[f"mean@{samples}"] * len(mine), dtype=torch.float64))
+    return right.item() / len(problems)
 
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="model directory (or hub id where the network allows)")
     ap.add_argument("--data", default="", help="JSONL problem set; default: the built-in task's held-out split")
@@ -100,9 +114,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     temperature = args.temperature if args.temperature is not None else (0.0 if args.samples == 1 else 1.0)
-    cfg = Config(model=args.model, data=args.data, problem_field=args.problem_field,
-                 answer_field=args.answer_field, template=args.template, device=args.device)
-    model, tok, device = load_model_and_tokenizer(cfg)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = load_model_and_tokenizer(args.model, device)
     model.eval()
     if args.data:
         problems = load_problems(args.data, args.problem_field, args.answer_field)
@@ -112,7 +125,7 @@ def main(argv=None):
         max_new = args.max_new_tokens or 8
     if args.limit:
         problems = problems[:args.limit]
-    problems = build_prompts(problems, tok, cfg.template, builtin=not args.data)
+    problems = build_prompts(problems, tok, args.template, builtin=not args.data)
     res = evaluate(model, tok, problems, samples=args.samples, temperature=temperature, top_p=args.top_p,
                    top_k=args.top_k, max_new_tokens=max_new, batch_size=args.batch_size, seed=args.seed,
                    pass_ks=args.pass_k)

@@ -166,6 +166,14 @@ def grpo_loss(logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.2, beta=
     return loss, stats
 
 
+def aggregation_weight(mask, aggregation):
+    """How much of the full batch's loss a micro-batch is: its sequences, or its tokens for token_mean.
+    mask: (b, T) of the micro-batch. The full-batch loss is sum over micro-batches of
+    loss_mb * weight_mb / total weight, which is what makes gradient accumulation give the same
+    gradient as one big batch."""
+    return mask.sum().cpu() if aggregation == "token_mean" else torch.tensor(float(mask.shape[0]))
+
+
 # ---------------------------------------------------------------------------------------------------
 # 4. DPO, and turning 2-rollout groups into preference pairs
 # ---------------------------------------------------------------------------------------------------

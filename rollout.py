@@ -69,36 +69,19 @@ def position_ids_from_mask(mask):
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def unwrap(model):
-    """The model itself, also when it is wrapped for data parallel (DDP keeps it in .module)."""
-    return getattr(model, "module", model)
-
-
-def is_sharded(model):
-    """True when FSDP2's fully_shard has made the model an FSDPModule (its weights split over ranks)."""
-    from torch.distributed.fsdp import FSDPModule
-    return isinstance(model, FSDPModule)
-
-
-def is_data_parallel(model):
-    """True under DDP (the model sits in .module) or FSDP2 (is_sharded): then forward passes must go
-    through the model's own forward, where the engine's hooks run."""
-    return model is not unwrap(model) or is_sharded(model)
-
-
 def stop_token_ids(model, tokenizer):
     """Every id that ends a completion: the tokenizer's EOS and the generation config's (a list for
     chat models, e.g. <|im_end|> and <|endoftext|>)."""
     ids = {tokenizer.eos_token_id}
-    gen = getattr(unwrap(model), "generation_config", None)
+    gen = getattr(model, "generation_config", None)
     extra = getattr(gen, "eos_token_id", None) if gen is not None else None
     ids.update(extra if isinstance(extra, (list, tuple)) else [extra])
     return sorted(i for i in ids if i is not None)
 
 
 def _forward_params(model):
-    """Names the model's forward accepts (looking through a DDP wrapper)."""
-    return inspect.signature(unwrap(model).forward).parameters
+    """Names the model's forward accepts (looking through a DDP wrapper, which keeps it in .module)."""
+    return inspect.signature(getattr(model, "module", model).forward).parameters
 
 
 def _cache_kwarg(model):
@@ -307,7 +290,7 @@ def sample(model, prompts, n=1, max_new_tokens=64, temperature=1.0, top_p=1.0, t
     return Rollout(tokens, mask, logprobs, mask.sum(1).long(), finished, texts)
 
 
-def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=1.0, chunk_size=None):
+def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=1.0, chunk_size=None, wrapped=False):
     """log pi(token) of each completion token, recomputed by one forward pass (with gradient).
 
     prompt_ids, prompt_mask: (B, L) left-padded prompts (one row per completion)
@@ -320,14 +303,17 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=
     chunk_size=c: the decoder's hidden states (B, T, H) only, then for each chunk of c positions
     lm_head -> log-softmax -> gathered log-prob under activation checkpointing, so at most (B, c, V)
     logits exist at any time, in the forward and in the backward (recomputed there chunk by chunk).
+    wrapped=True: the model is wrapped for data parallel (parallel.is_data_parallel: DDP or FSDP2), so
+    the forward must go through its own forward, where the engine's hooks run; then the logits are made
+    whole and only the log-softmax is chunked.
     """
     T = tokens.shape[1]
     ids = torch.cat([prompt_ids, tokens], dim=1)                                # (B, L + T)
     attn = torch.cat([prompt_mask, mask.to(prompt_mask.dtype)], dim=1)
     pos = position_ids_from_mask(attn)
-    raw = unwrap(model)
+    raw = getattr(model, "module", model)                                       # DDP keeps it in .module
     plain_head = not any(getattr(raw.config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
-    if chunk_size and not is_data_parallel(model) and plain_head:
+    if chunk_size and not wrapped and plain_head:
         hidden = raw.base_model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False)
         hidden = hidden.last_hidden_state[:, -(T + 1):-1]                       # (B, T, H) predicts tokens
         head = raw.get_output_embeddings()

@@ -37,7 +37,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import train  # noqa: E402
+from config import Config  # noqa: E402
+from data import build_prompts, tiny_task_problems  # noqa: E402
 from eval import evaluate  # noqa: E402
+from tiny_model import builtin_model_dir  # noqa: E402
 from rollout import left_pad, sample  # noqa: E402
 from grpo import group_advantages  # noqa: E402
 from reward import rewards  # noqa: E402
@@ -64,7 +67,7 @@ def run_arm(name, G, loss, seed, args, model_dir, held_out, tok, lr_mult=None, e
     steps = math.ceil(epoch_mult * args.epochs * args.prompts / P)
     eval_every = max(1, steps // args.curve_points)
     lr = args.base_lr * (16 / G if lr_mult is None else lr_mult)
-    cfg = train.Config(model=model_dir, group_size=G, prompts_per_step=P, lr=lr, loss=loss,
+    cfg = Config(model=model_dir, group_size=G, prompts_per_step=P, lr=lr, loss=loss,
                        steps=steps, train_problems=args.prompts, eval_every=eval_every,
                        eval_problems=args.eval_problems, save_every=10 ** 9, progress=False, seed=seed,
                        max_new_tokens=8, dpo_beta=0.1, dpo_ref="initial",
@@ -92,7 +95,7 @@ def run_arm(name, G, loss, seed, args, model_dir, held_out, tok, lr_mult=None, e
 
 def gradient_estimates(model, tok, problems, G, n_estimates, seed0, budget=256):
     """n_estimates flattened GRPO gradients, each from budget rollouts (budget / G prompts x G)."""
-    cfg = train.Config(group_size=G, micro_batch_size=budget, grad_clip=0.0, max_new_tokens=8, skip_ties=False)
+    cfg = Config(group_size=G, micro_batch_size=budget, grad_clip=0.0, max_new_tokens=8, skip_ties=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)       # lr 0: the gradient stays in p.grad
     P = budget // G
     g = torch.Generator().manual_seed(seed0)
@@ -105,10 +108,9 @@ def gradient_estimates(model, tok, problems, G, n_estimates, seed0, budget=256):
         r = torch.tensor(rewards(ro.texts, [p["gold"] for p in probs for _ in range(G)]))
         ids, mask, _ = left_pad([p["prompt_ids"] for p in probs], tok.pad_token_id)
         rows = torch.arange(P).repeat_interleave(G)
-        batch = {"prompt_ids": ids[rows], "prompt_mask": mask[rows], "tokens": ro.tokens, "mask": ro.mask,
-                 "old_logp": ro.logprobs, "advantages": group_advantages(r, G)}
+        batch = train.Batch(ids[rows], mask[rows], ro.tokens, ro.mask, ro.logprobs, group_advantages(r, G))
         model.train()
-        stats = train.policy_update(model, opt, batch, cfg, torch.device("cpu"))
+        stats = train.policy_update(model, opt, batch, cfg)
         grads = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel()) for p in model.parameters()]
         out.append(torch.cat(grads).clone() if stats is not None else torch.zeros(sum(p.numel() for p in model.parameters())))
     model.eval()
@@ -235,11 +237,11 @@ def main():
     t0 = time.perf_counter()
 
     # one warm-start model for every arm (the one `python train.py` uses, cached in .cache/)
-    model_dir = train.builtin_model_dir(train.Config(), torch.device("cpu"), print, True)
+    model_dir = builtin_model_dir(Config().cache_dir)
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(model_dir)
-    split = train.tiny_task_problems()
-    held_out = train.build_prompts(split["test"][:args.eval_problems], tok, "raw", builtin=True)
+    split = tiny_task_problems()
+    held_out = build_prompts(split["test"][:args.eval_problems], tok, "raw", builtin=True)
     results = []
     for name, G, loss, lr_mult, epoch_mult in arms(not args.no_dpo):
         for seed in args.seeds:
@@ -248,7 +250,7 @@ def main():
             print(f"{name:8s} seed {seed}: Mean@{args.k} {100 * r['mean@k']:.1f}%  Pass@{args.k} {100 * r['pass@k']:.1f}%  "
                   f"greedy {100 * r['greedy_after']:.1f}%  rollouts {r['rollouts']}  train {r['train_s']:.0f} s  "
                   f"({time.perf_counter() - t0:.0f} s so far)", flush=True)
-    train_problems = train.build_prompts(split["train"][:args.prompts], tok, "raw", builtin=True)
+    train_problems = build_prompts(split["train"][:args.prompts], tok, "raw", builtin=True)
     var = variance_study(model_dir, args.variance_estimates, tok, train_problems)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"args": vars(args), "results": results, "variance": var}, f, indent=1)

@@ -28,7 +28,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from rollout import left_pad, sample  # noqa: E402
-from train import tiny_model_config  # noqa: E402
+from tiny_model import tiny_model_config  # noqa: E402
 
 def tiny():
     cfg = tiny_model_config()

@@ -8,7 +8,8 @@ import torch
 import eval as evaluation
 from eval import evaluate, pass_at_k
 from rollout import Rollout
-from train import build_prompts, build_tiny_tokenizer
+from data import build_prompts
+from tiny_model import build_tiny_tokenizer
 
 
 def test_pass_at_k_by_hand():
@@ -65,7 +66,7 @@ def test_completions_stop_at_every_end_token_of_the_model(monkeypatch):
     """A chat model ends its turn with a token other than the tokenizer's EOS (Qwen: <|im_end|>);
     evaluation stops at it too, as training does, instead of reading on past the answer."""
     from transformers import Qwen2ForCausalLM
-    from train import tiny_model_config
+    from tiny_model import tiny_model_config
     tok, probs = problems()
     model = Qwen2ForCausalLM(tiny_model_config())
     model.generation_config.eos_token_id = [7, tok.eos_token_id]

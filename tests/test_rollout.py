@@ -136,7 +136,7 @@ def test_filter_logits_by_hand():
 
 
 def test_texts_are_decoded_without_special_tokens():
-    from train import build_tiny_tokenizer, tiny_model_config
+    from tiny_model import build_tiny_tokenizer, tiny_model_config
     tok = build_tiny_tokenizer()
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(tiny_model_config()).eval()          # vocabulary = the tokenizer's 18

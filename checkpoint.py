@@ -1,0 +1,129 @@
+"""checkpoint.py: nothing is lost. The run directory: atomic checkpoints, resume, Ctrl-C, metrics, final model.
+
+Chapter 7 of the tutorial. A checkpoint holds everything a resumed run needs (weights, optimizer,
+schedule, step, RNG states, the config); it is written to a temporary file and renamed into place,
+so an interrupted write leaves the previous checkpoint whole. A resumed run ends with the same
+weights as a run never interrupted (tests/test_train.py checks it bit for bit).
+"""
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+
+import torch
+
+from parallel import full_state_dicts, is_main, is_sharded, load_full_state_dicts, unwrap
+
+
+def save_dir_atomic(path, save):
+    """save(tmp_dir) then swap tmp_dir into place, so `path` is always either the old or the new one."""
+    tmp, old = path + ".tmp", path + ".old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(tmp)
+    if os.path.exists(path):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(path, model, optimizer, scheduler, step, cfg):
+    """Everything a resumed run needs, written by rank 0 to a temporary file and renamed into place
+    (atomic). Every rank calls it (under FSDP the state is gathered from all of them)."""
+    model_state, optimizer_state = full_state_dicts(model, optimizer)
+    if not is_main():
+        return
+    state = {"model": model_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
+             "step": step, "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+             "python_rng": random.getstate()}
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, model, optimizer, scheduler):
+    """Restore a checkpoint of save_checkpoint into the (possibly sharded) model and its optimizer;
+    returns (step, the config it was written with)."""
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    sharded = is_sharded(model)
+    if state["config"].get("fsdp", False) != sharded:
+        raise SystemExit(f"error: {path} was written {'with' if not sharded else 'without'} --fsdp; "
+                         f"resume it the same way (the optimizer state is laid out differently)")
+    load_full_state_dicts(model, optimizer, state["model"], state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    random.setstate(state["python_rng"])
+    return state["step"], state["config"]
+
+
+def start_or_resume(cfg, model, optimizer, scheduler, log):
+    """Prepare the run directory cfg.out_dir and return the step to start from: the checkpoint's with
+    --resume (saying which settings changed since it was written), else 0. The metrics log is cut back
+    to match the weights, and config.json records the settings of this run."""
+    path = os.path.join(cfg.out_dir, "checkpoint.pt")
+    start = 0
+    if cfg.resume and os.path.exists(path):
+        start, old = load_checkpoint(path, model, optimizer, scheduler)
+        changed = {k: (old.get(k), v) for k, v in dataclasses.asdict(cfg).items()
+                   if k not in ("resume", "steps", "progress") and old.get(k) != v}
+        log(f"resumed from {path} at step {start}" + (f" (changed settings: {changed})" if changed else ""))
+    elif cfg.resume:
+        log(f"--resume: no checkpoint at {path}, starting from step 0")
+    if is_main():
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        _truncate_metrics(os.path.join(cfg.out_dir, "metrics.jsonl"), start)
+        with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
+            json.dump(dataclasses.asdict(cfg), f, indent=2)
+    return start
+
+
+def append_metrics(out_dir, row):
+    """One line of metrics.jsonl per step (rank 0)."""
+    if is_main():
+        with open(os.path.join(out_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def save_final(out_dir, model, tok, summary):
+    """The trained model as an ordinary Hugging Face directory (out_dir/model, atomically) and
+    summary.json. Every rank calls it: under FSDP the weights are gathered from the shards."""
+    weights, _ = full_state_dicts(model, None)
+    if is_main():
+        save_dir_atomic(os.path.join(out_dir, "model"),
+                        lambda d: (unwrap(model).save_pretrained(d, state_dict=weights), tok.save_pretrained(d)))
+        with open(os.path.join(out_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+
+
+def _truncate_metrics(path, step):
+    """On resume, drop logged rows past the checkpoint so the log matches the weights."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line)["step"] < step]
+    with open(path, "w") as f:
+        f.writelines(rows)
+
+
+class StopFlag:
+    """First Ctrl-C: finish the current step, save a checkpoint, exit. Second Ctrl-C: abort now."""
+
+    def __init__(self):
+        self.stop = False
+        self.old = signal.signal(signal.SIGINT, self.handle)
+
+    def handle(self, signum, frame):
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+        print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    def restore(self):
+        signal.signal(signal.SIGINT, self.old)

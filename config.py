@@ -1,0 +1,113 @@
+"""config.py: every knob of a training run, its default and its meaning; the command line.
+
+Reference page of the tutorial (train.py reads these fields). The command line is generated from
+the one dataclass below: every field is a --flag with the same name (underscores as dashes) and the
+same default, booleans also take --no-...; the README's flag table is this file, and a test keeps
+them equal.
+"""
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+from grpo import ADVANTAGE_MODES, AGGREGATIONS
+
+
+@dataclass
+class Config:
+    # model and data
+    model: str = field(default="", metadata={"help": "model directory or hub id; empty: the built-in tiny model"})
+    data: str = field(default="", metadata={"help": "training JSONL; empty: the built-in addition task"})
+    train_problems: int = field(default=0, metadata={"help": "use only the first N training problems; 0: all"})
+    eval_data: str = field(default="", metadata={"help": "held-out JSONL; default: built-in held-out split"})
+    problem_field: str = field(default="", metadata={"help": "problem field; empty: 'problem', else 'question'"})
+    answer_field: str = field(default="answer", metadata={"help": "answer field (GSM8K's '#### N' is understood)"})
+    template: str = field(default="auto", metadata={"help": "auto|chat|plain|raw (see build_prompts)"})
+    max_prompt_tokens: int = field(default=1024, metadata={"help": "longer prompts are left out, with a count"})
+    out_dir: str = field(default="runs/default", metadata={"help": "metrics, config, checkpoint, final model"})
+    cache_dir: str = field(default=".cache", metadata={"help": "where the tiny model and its warm start live"})
+    # algorithm
+    loss: str = field(default="grpo", metadata={"help": "grpo, or dpo: online DPO on 2-rollout pairs"})
+    group_size: int = field(default=2, metadata={"help": "G, rollouts per prompt"})
+    prompts_per_step: int = field(default=128, metadata={"help": "P, prompts per step (over all ranks)"})
+    steps: int = field(default=1200, metadata={"help": "optimizer steps (each on P * G fresh rollouts)"})
+    num_iterations: int = field(default=1, metadata={"help": "policy updates per rollout batch (mu)"})
+    advantage: str = field(default="group", metadata={"help": "group | center | batch (grpo.group_advantages)"})
+    aggregation: str = field(default="seq_mean", metadata={"help": "seq_mean | token_mean | seq_sum (grpo.grpo_loss)"})
+    eps_low: float = field(default=0.2, metadata={"help": "clip range below 1"})
+    eps_high: float = field(default=0.28, metadata={"help": "clip range above 1 (0.28: the paper's)"})
+    beta: float = field(default=0.0, metadata={"help": "KL weight; a reference model is loaded only if > 0"})
+    dpo_beta: float = field(default=0.1, metadata={"help": "beta of the DPO loss"})
+    dpo_ref: str = field(default="initial", metadata={"help": "DPO reference: initial (frozen copy) or old (sampler)"})
+    skip_ties: bool = field(default=True, metadata={"help": "drop zero-advantage rollouts before the backward"})
+    # sampling
+    max_new_tokens: int = field(default=0, metadata={"help": "completion length cap; 0: 8 built-in, 1024 with --data"})
+    temperature: float = field(default=1.0, metadata={"help": "rollout temperature"})
+    top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling; 1: off"})
+    top_k: int = field(default=0, metadata={"help": "rollout top-k sampling; 0: off"})
+    # optimization
+    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate (for the tiny model; ~1e-6 for 1B+)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps"})
+    schedule: str = field(default="constant", metadata={"help": "constant | cosine | linear after warm-up"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 disables"})
+    micro_batch_size: int = field(default=256, metadata={"help": "sequences per forward/backward"})
+    rollout_batch_size: int = field(default=0, metadata={"help": "max sequences sampled together; 0: all"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward"})
+    fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard weights, gradients and optimizer "
+                                                        "state across ranks (FSDP2) instead of DDP"})
+    logprob_chunk: int = field(default=0, metadata={"help": "positions per log-softmax chunk; 0: all at once"})
+    dtype: str = field(default="auto", metadata={"help": "auto (fp32, bf16 autocast on CUDA) | float32 | bfloat16"})
+    seed: int = field(default=0, metadata={"help": "seeds the warm start, data order and sampling"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    # evaluation, logging, checkpoints
+    eval_every: int = field(default=200, metadata={"help": "held-out evaluation every N steps; 0: start and end only"})
+    eval_problems: int = field(default=500, metadata={"help": "held-out problems evaluated (first N)"})
+    eval_samples: int = field(default=1, metadata={"help": "k; 1 with eval_temperature 0 is greedy accuracy"})
+    eval_temperature: float = field(default=0.0, metadata={"help": "held-out sampling temperature; 0: greedy"})
+    eval_top_p: float = field(default=1.0, metadata={"help": "held-out nucleus sampling (the paper: 0.8)"})
+    eval_top_k: int = field(default=0, metadata={"help": "held-out top-k sampling (the paper: 20)"})
+    save_every: int = field(default=200, metadata={"help": "checkpoint every N steps (and at the end)"})
+    resume: bool = field(default=False, metadata={"help": "continue from out_dir/checkpoint.pt"})
+    warm_start_target: float = field(default=0.2, metadata={"help": "built-in task: supervised warm start "
+                                                           "until validation accuracy passes this"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+
+CHOICES = {"loss": ("grpo", "dpo"), "advantage": ADVANTAGE_MODES, "aggregation": AGGREGATIONS,
+           "schedule": ("constant", "cosine", "linear"), "template": ("auto", "chat", "plain", "raw"),
+           "dpo_ref": ("initial", "old")}
+
+
+def parse_args(argv=None, description=None):
+    """argparse over Config: every field is a --flag with its default; booleans take --x / --no-x."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        helptext = f.metadata.get("help", "") + f" (default: {f.default!r})"
+        if f.type is bool or f.type == "bool":
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helptext)
+        else:
+            ap.add_argument(flag, type=type(f.default), default=f.default, help=helptext, choices=CHOICES.get(f.name))
+    cfg = Config(**vars(ap.parse_args(argv)))
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg, world=1):
+    """Refuse settings that cannot work, before anything is loaded: one line naming every problem."""
+    problems = [f"--{k.replace('_', '-')} must be one of {', '.join(v)}" for k, v in CHOICES.items()
+                if getattr(cfg, k) not in v]
+    if cfg.loss == "dpo" and cfg.group_size != 2:
+        problems.append("--loss dpo trains on 2-rollout pairs: use --group-size 2")
+    if cfg.group_size < 2:
+        problems.append("--group-size must be at least 2 (advantages are relative to the group)")
+    if cfg.eval_samples > 1 and cfg.eval_temperature == 0:
+        problems.append("--eval-samples > 1 needs --eval-temperature > 0 (greedy samples are identical)")
+    if (cfg.data or cfg.eval_data) and not cfg.model:
+        problems.append("--data / --eval-data need --model: the built-in tiny model knows only the built-in "
+                        "addition task (an 18-token character vocabulary); pass a model directory or hub id")
+    if cfg.prompts_per_step % world:
+        problems.append(f"--prompts-per-step {cfg.prompts_per_step} must divide by the {world} ranks")
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))

@@ -1,0 +1,205 @@
+"""data.py: problems, prompts, the order they are trained in, and the model that reads them.
+
+Chapter 4 of the tutorial.
+
+  * load_problems: a JSONL problem set -> [{"problem", "gold"}], failing on a bad row with its file
+    and line (MATH / MATH-500, GSM8K's "#### N", or any field names);
+  * build_prompts: problems -> token ids, through the chat template, a plain template or as they are;
+  * tiny_task_problems: the built-in task, 2-digit addition (its model is in tiny_model.py);
+  * prompts_for_step: which prompts a step trains on, a function of (seed, step) alone;
+  * load_model_and_tokenizer: a Hugging Face model directory or hub id, with one clear line when it
+    is neither on disk nor in the local cache.
+"""
+
+import json
+import logging
+import os
+import random
+
+import torch
+
+from reward import gold_answer
+
+
+class DataError(ValueError):
+    """A problem file (or model) that cannot be used; the message names the file and line."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Problem files
+# ---------------------------------------------------------------------------------------------------
+def load_problems(path, problem_field="", answer_field="answer"):
+    """JSONL rows -> [{"problem": str, "gold": str}]. MATH/MATH-500 (problem, answer), GSM8K
+    (question, answer with "#### N"), or other field names. Fails on the first bad row, naming it."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            pf = problem_field or ("problem" if "problem" in row else "question")
+            for name in (pf, answer_field):
+                if name not in row:
+                    raise DataError(f"{path}:{lineno}: missing field {name!r} (fields: {', '.join(row)})")
+                if not isinstance(row[name], (str, int, float)) or str(row[name]).strip() == "":
+                    raise DataError(f"{path}:{lineno}: field {name!r} is empty or not text")
+            out.append({"problem": str(row[pf]), "gold": gold_answer(str(row[answer_field]))})
+    if not out:
+        raise DataError(f"{path}: no problems in file")
+    return out
+
+
+def tiny_task_problems(seed=1234):
+    """The built-in task. 2-digit addition "a+b=" -> gold "a+b", all 10,000 pairs a, b in 0..99, in a
+    fixed split: 500 held-out test problems, 200 validation problems (for the warm start), 9,300 for
+    training."""
+    pairs = [(a, b) for a in range(100) for b in range(100)]
+    random.Random(seed).shuffle(pairs)
+    probs = [{"problem": f"{a}+{b}=", "gold": str(a + b)} for a, b in pairs]
+    return {"test": probs[:500], "val": probs[500:700], "train": probs[700:]}
+
+
+def problem_sets(data="", eval_data="", problem_field="", answer_field="answer"):
+    """(training problems, held-out problems): from JSONL files (no eval_data: no held-out problems),
+    or with no data the built-in task's train and test splits."""
+    if not data:
+        split = tiny_task_problems()
+        return split["train"], split["test"]
+    held_out = load_problems(eval_data, problem_field, answer_field) if eval_data else []
+    return load_problems(data, problem_field, answer_field), held_out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prompts
+# ---------------------------------------------------------------------------------------------------
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+PLAIN_TEMPLATE = "Problem: {problem}\n" + INSTRUCTION + "\n\nSolution:"
+
+
+def build_prompts(problems, tok, template="auto", builtin=False, max_tokens=None):
+    """Add "prompt_ids" to each problem.
+
+    raw:   the problem text as it is (the built-in task: "12+34=")
+    plain: PLAIN_TEMPLATE, "Problem: ...\\nPlease reason step by step, and put your final answer
+           within \\boxed{}.\\n\\nSolution:"
+    chat:  the tokenizer's chat template, one user turn: problem + " " + INSTRUCTION
+    auto:  raw for the built-in task, chat where the tokenizer has a chat template, else plain
+    Problems whose prompt is longer than max_tokens are left out.
+    """
+    if template == "auto":
+        template = "raw" if builtin else ("chat" if getattr(tok, "chat_template", None) else "plain")
+    out = []
+    for p in problems:
+        if template == "raw":
+            ids = tok(p["problem"])["input_ids"]
+        elif template == "plain":
+            ids = tok(PLAIN_TEMPLATE.replace("{problem}", p["problem"]))["input_ids"]
+        elif template == "chat":
+            text = tok.apply_chat_template([{"role": "user", "content": p["problem"] + " " + INSTRUCTION}],
+                                           add_generation_prompt=True, tokenize=False)
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+        else:
+            raise ValueError(f"unknown template {template!r}")
+        if max_tokens and len(ids) > max_tokens:
+            continue
+        out.append({**p, "prompt_ids": ids})
+    return out
+
+
+def prompt_sets(train_set, held_out, tok, template, builtin, max_tokens, log=print):
+    """build_prompts for the training and held-out problems, saying how many were left out as too long."""
+    train_p = build_prompts(train_set, tok, template, builtin, max_tokens)
+    held_p = build_prompts(held_out, tok, template, builtin, max_tokens)
+    if len(train_p) < len(train_set) or len(held_p) < len(held_out):
+        log(f"left out {len(train_set) - len(train_p)} training and {len(held_out) - len(held_p)} held-out "
+            f"problems whose prompts are longer than --max-prompt-tokens {max_tokens}")
+    if not train_p:
+        raise DataError(f"no training prompt fits in --max-prompt-tokens {max_tokens}")
+    return train_p, held_p
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data order
+# ---------------------------------------------------------------------------------------------------
+def prompts_for_step(step, n_train, prompts_per_step, seed, rank=0, world=1):
+    """Indices of this rank's prompts at `step`: consecutive slices of a fresh seeded permutation per
+    epoch over the training set. A function of (seed, step, rank): resuming needs no data state."""
+    per_rank = prompts_per_step // world
+    start = step * per_rank * world + rank * per_rank
+    out = []
+    for g in range(start, start + per_rank):
+        epoch, pos = divmod(g, n_train)
+        out.append(_permutation(seed, epoch, n_train)[pos])
+    return out
+
+
+_perm_cache = {}
+
+
+def _permutation(seed, epoch, n):
+    key = (seed, epoch, n)
+    if key not in _perm_cache:
+        order = list(range(n))
+        random.Random(seed * 100_003 + epoch).shuffle(order)
+        _perm_cache.clear()
+        _perm_cache[key] = order
+    return _perm_cache[key]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The model that reads them
+# ---------------------------------------------------------------------------------------------------
+def _offline():
+    import huggingface_hub.constants
+    return huggingface_hub.constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+
+
+def load_model_config(name):
+    """The transformers config of a model directory or hub id (config.json only: no weights).
+    A name that is neither a model directory nor in the local hub cache, nor downloadable, and a
+    config of an unknown architecture, each raise DataError with one line."""
+    from transformers import AutoConfig
+    if os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
+        raise DataError(f"--model {name}: a directory without config.json, not a Hugging Face model directory")
+    if not os.path.isdir(name):
+        from huggingface_hub import try_to_load_from_cache
+        try:
+            cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+        except ValueError:                                      # not even a valid hub id
+            cached = False
+        if not cached and _offline():
+            raise DataError(f"--model {name}: neither a local model directory nor in the local Hugging Face "
+                            f"cache, and the hub is offline (HF_HUB_OFFLINE), so nothing can be downloaded")
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)                             # no retry chatter: one line if it fails
+    try:
+        return AutoConfig.from_pretrained(name)
+    except OSError as e:
+        raise DataError(f"--model {name}: neither a local model directory nor in the local Hugging Face cache, "
+                        f"and it could not be downloaded ({str(e).splitlines()[0]})") from None
+    except (ValueError, KeyError) as e:
+        raise DataError(f"--model {name}: unknown architecture ({str(e).splitlines()[0]})") from None
+    finally:
+        hub_log.setLevel(level)
+
+
+def load_model_and_tokenizer(name, device="cpu", dtype=torch.float32, gradient_checkpointing=False):
+    """(model, tokenizer) from a model directory or hub id; the tokenizer gets a pad token if it has none.
+    gradient_checkpointing: the decoder layers recompute their activations in the backward pass."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    load_model_config(name)                                     # a clear error before any weights
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(device)
+    if gradient_checkpointing:   # transformers 5 renamed it activation_checkpointing_enable; 4.x has the old name
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    tok = AutoTokenizer.from_pretrained(name)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model, tok

@@ -1,0 +1,107 @@
+"""data.py: problem files and their bad rows, prompt templates, the built-in task, data order, model loading."""
+
+import json
+
+import pytest
+from helpers import small_run_args, write_jsonl
+
+import train
+from data import (DataError, build_prompts, load_model_and_tokenizer, load_model_config, load_problems,
+                  prompts_for_step, tiny_task_problems)
+from tiny_model import build_tiny_tokenizer
+
+
+def test_load_math_and_gsm8k_rows(tmp_path):
+    math = write_jsonl(tmp_path / "math.jsonl", [json.dumps({"problem": "1+1?", "answer": "\\frac{1}{2}"}), "",
+                                                 json.dumps({"problem": "2+2?", "answer": 4})])
+    assert load_problems(math) == [{"problem": "1+1?", "gold": "\\frac{1}{2}"}, {"problem": "2+2?", "gold": "4"}]
+    gsm = write_jsonl(tmp_path / "gsm.jsonl", [json.dumps({"question": "How many?", "answer": "so 1,080\n#### 1,080"})])
+    assert load_problems(gsm) == [{"problem": "How many?", "gold": "1080"}]
+    custom = write_jsonl(tmp_path / "c.jsonl", [json.dumps({"q": "x?", "a": "3"})])
+    assert load_problems(custom, "q", "a") == [{"problem": "x?", "gold": "3"}]
+
+
+@pytest.mark.parametrize("lines,message", [
+    (['{"problem": "a", "answer": "1"}', '{"problem": "b", "answer": '], r"bad\.jsonl:2: malformed JSON"),
+    (['{"problem": "a", "answer": "1"}', '{"problem": "b"}'], r"bad\.jsonl:2: missing field 'answer'"),
+    (['{"text": "a", "answer": "1"}'], r"bad\.jsonl:1: missing field 'question'"),
+    (['["a", "b"]'], r"bad\.jsonl:1: expected a JSON object"),
+    (['{"problem": "a", "answer": ""}'], r"bad\.jsonl:1: field 'answer' is empty"),
+    ([""], r"bad\.jsonl: no problems"),
+])
+def test_bad_data_names_file_and_line(tmp_path, lines, message):
+    path = write_jsonl(tmp_path / "bad.jsonl", lines)
+    with pytest.raises(DataError, match=message):
+        load_problems(path)
+
+
+def test_bad_data_fails_before_any_training(tmp_path, tiny_model_dir):
+    with pytest.raises(DataError, match="no such file"):
+        load_problems(str(tmp_path / "missing.jsonl"))
+    path = write_jsonl(tmp_path / "bad.jsonl", ['{"problem": "a", "answer": "1"}', "{oops"])
+    with pytest.raises(SystemExit) as e:
+        train.main(small_run_args(tmp_path, tiny_model_dir, data=path))
+    assert "bad.jsonl:2: malformed JSON" in str(e.value.code)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_prompt_templates():
+    tok = build_tiny_tokenizer()
+    probs = [{"problem": "1+2=", "gold": "3"}]
+    assert build_prompts(probs, tok, "auto", builtin=True)[0]["prompt_ids"] == tok("1+2=")["input_ids"]
+    plain = build_prompts(probs, tok, "plain")[0]["prompt_ids"]
+    assert len(plain) > len(tok("1+2=")["input_ids"])
+    tok.chat_template = "{% for m in messages %}<bos>{{ m['content'] }}<eos>{% endfor %}{% if add_generation_prompt %}={% endif %}"
+    chat = build_prompts(probs, tok, "auto")[0]["prompt_ids"]
+    assert chat[0] == tok.bos_token_id and chat[-1] == tok("=")["input_ids"][0]
+    assert build_prompts(probs, tok, "raw", max_tokens=2) == []          # too long: left out
+
+
+def test_builtin_task_split_is_fixed_and_disjoint():
+    a, b = tiny_task_problems(), tiny_task_problems()
+    assert a == b
+    assert (len(a["test"]), len(a["val"]), len(a["train"])) == (500, 200, 9300)
+    seen = [p["problem"] for split in a.values() for p in split]
+    assert len(set(seen)) == 10_000
+    assert a["test"][0]["gold"] == str(sum(map(int, a["test"][0]["problem"][:-1].split("+"))))
+
+
+def test_data_order_is_one_permutation_per_epoch_and_ranks_take_disjoint_slices():
+    # 10 problems, 4 prompts per step: steps 0, 1 and half of step 2 are epoch 0, a permutation of 0..9
+    first = [i for s in range(3) for i in prompts_for_step(s, 10, 4, seed=0)]
+    assert sorted(first[:10]) == list(range(10))
+    assert prompts_for_step(1, 10, 4, seed=0) == prompts_for_step(1, 10, 4, seed=0)   # no state: resumable
+    # two ranks of the same step take the two halves of what one process would take
+    both = prompts_for_step(3, 10, 4, seed=0, rank=0, world=2) + prompts_for_step(3, 10, 4, seed=0, rank=1, world=2)
+    assert both == prompts_for_step(3, 10, 4, seed=0)
+
+
+# --- bad input to the command line, answered with one line --------------------------------------
+def test_data_without_a_model_stops_before_training(tmp_path):
+    data = write_jsonl(tmp_path / "gsm8k.jsonl", [json.dumps({"question": "How many?", "answer": "#### 3"})])
+    with pytest.raises(SystemExit) as e:
+        train.main(["--data", data, "--out-dir", str(tmp_path / "run")])
+    message = str(e.value.code)
+    assert message.startswith("error: ") and "\n" not in message
+    assert "--model" in message and "built-in" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_model_is_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError) as e:
+        load_model_config("some_missing_dir")
+    message = str(e.value)
+    assert "\n" not in message and "some_missing_dir" in message
+    assert "neither a local model directory nor in the local Hugging Face cache" in message
+    assert "nothing can be downloaded" in message
+    with pytest.raises(SystemExit) as e:                       # through the command line: one line, exit
+        train.main(["--model", "some_missing_dir", "--out-dir", str(tmp_path / "run"), "--no-progress"])
+    assert str(e.value.code).startswith("error: --model some_missing_dir: neither")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="without config.json"):
+        load_model_and_tokenizer(str(tmp_path / "empty"))
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    with pytest.raises(DataError, match="unknown architecture"):
+        load_model_config(str(tmp_path / "odd"))

@@ -1,0 +1,133 @@
+"""parallel.py: torchrun with DDP or FSDP2 (--fsdp), on CPU with 2 gloo processes: one step equals one
+process on the union of the batches, and a torchrun run trains, evaluates, checkpoints and resumes."""
+
+import json
+import os
+
+import pytest
+import torch
+from helpers import fixed_batch, small_run_args
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import parallel
+import train
+from config import Config
+from data import build_prompts, tiny_task_problems
+from tiny_model import build_tiny_tokenizer
+from train import Batch, policy_update
+
+GRPO_KEYS = ("prompt_ids", "prompt_mask", "tokens", "mask", "old_logp", "advantages", "ref_logp")
+
+
+def _data_parallel_worker(rank, world, init_file, out_dir, engine, cfg_kwargs):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from datetime import timedelta
+    torch.set_num_threads(1)
+    # a timeout turns a stuck collective into an error (the test fails) instead of a hang
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=120))
+    model, batch = fixed_batch(build_tiny_tokenizer())
+    rows = slice(4 * rank, 4 * rank + 4)              # rank r holds prompts 2r and 2r+1: whole groups
+    local = Batch(*(getattr(batch, k)[rows] for k in GRPO_KEYS))
+    wrapped = DDP(model) if engine == "ddp" else parallel.shard_model(model, torch.bfloat16 if engine == "fsdp-bf16"
+                                                                   else None)
+    if engine != "ddp":                                # each rank holds half of every weight
+        from torch.distributed.tensor import DTensor
+        assert all(isinstance(p, DTensor) and p.to_local().numel() <= (p.numel() + 1) // 2
+                   for p in wrapped.parameters())
+    opt = torch.optim.SGD(wrapped.parameters(), lr=0.5)
+    computed_in = []                                   # dtype of the gathered weights a layer computes with
+    model.model.layers[0].mlp.register_forward_pre_hook(lambda m, a: computed_in.append(m.up_proj.weight.dtype))
+    policy_update(wrapped, opt, local, Config(**cfg_kwargs))
+    assert set(computed_in) == {torch.bfloat16 if engine == "fsdp-bf16" else torch.float32}
+    weights, _ = parallel.full_state_dicts(wrapped, None)     # FSDP: gathered from both ranks' shards
+    if rank == 0 or engine == "ddp":
+        torch.save(weights, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()          # both ranks are done; the process group goes with the process (no teardown race)
+
+
+@pytest.mark.parametrize("engine,aggregation,grad_clip", [("ddp", "seq_mean", 0.0), ("ddp", "token_mean", 0.0),
+                                                          ("fsdp", "seq_mean", 0.0), ("fsdp", "token_mean", 0.05),
+                                                          ("fsdp-bf16", "seq_mean", 0.0)])
+def test_data_parallel_step_equals_one_process_on_the_union_of_the_batches(tmp_path, engine, aggregation,
+                                                                           grad_clip):
+    import torch.multiprocessing as mp
+    # micro-batches of 2 with ties skipped: rank 0 keeps 2 rows (one chunk), rank 1 keeps 4 (two
+    # chunks), so the padding with zero-weight backward passes is exercised too; grad_clip 0.05 is
+    # below the gradient's norm, so clipping (a norm over both ranks' shards under FSDP) changes the step
+    cfg_kwargs = dict(aggregation=aggregation, micro_batch_size=2, grad_clip=grad_clip, max_new_tokens=8, beta=0.0)
+    mp.start_processes(_data_parallel_worker, args=(2, str(tmp_path / "init"), str(tmp_path), engine, cfg_kwargs),
+                       nprocs=2, start_method="spawn")
+    model, batch = fixed_batch(build_tiny_tokenizer())
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    policy_update(model, opt, Batch(*(getattr(batch, k) for k in GRPO_KEYS)), Config(**cfg_kwargs))
+    r0 = torch.load(tmp_path / "rank0.pt")
+    r1 = torch.load(tmp_path / "rank1.pt") if engine == "ddp" else r0     # FSDP: one gathered copy
+    moved = 0.0
+    start, _ = fixed_batch(build_tiny_tokenizer())
+    if engine == "fsdp-bf16":
+        # bf16 compute: not the fp32 step to the bit, but the same step (direction and size) to ~1%
+        delta = torch.cat([(r0[k] - w).flatten() for k, w in start.state_dict().items()])
+        want = torch.cat([(v - start.state_dict()[k]).flatten() for k, v in model.state_dict().items()])
+        assert torch.cosine_similarity(delta, want, dim=0) > 0.99
+        assert abs(delta.norm() / want.norm() - 1) < 0.05
+        return
+    for k, v in model.state_dict().items():
+        assert torch.equal(r0[k], r1[k]), k                       # the ranks agree
+        assert torch.allclose(r0[k], v, atol=1e-6), k             # and equal the single process
+        moved = max(moved, (v - start.state_dict()[k]).abs().max().item())
+    assert moved > 1e-4                                           # the step really changed the weights
+
+
+def torchrun(argv, root):
+    import subprocess
+    import sys
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir, engine):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / engine
+    # FSDP with the memory options and a KL reference too: each changes how the sharded model is run
+    extra = dict(fsdp=True, gradient_checkpointing=True, logprob_chunk=4, beta=0.04) if engine == "fsdp" else {}
+    torchrun(small_run_args(tmp_path, tiny_model_dir, steps=2, out_dir=str(out), **extra), root)
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [0, 1]                    # rank 0 alone logs
+    assert rows[-1]["rollouts"] == 2 * 8 * 2                      # 8 prompts per step over both ranks
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 2
+    # the ranks share the held-out problems; greedy, so the start accuracy is one process's
+    summary = json.load(open(out / "summary.json"))
+    from eval import evaluate
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    held_out = build_prompts(tiny_task_problems()["test"][:16], tok, "auto", builtin=True)
+    alone = evaluate(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok, held_out, max_new_tokens=12,
+                     progress=False)["mean@1"]
+    assert summary["held_out_before"] == pytest.approx(alone) and 0 <= summary["held_out_after"] <= 1
+    if engine == "fsdp":
+        # resume from the gathered checkpoint into a sharded model, one more step
+        torchrun(small_run_args(tmp_path, tiny_model_dir, steps=3, out_dir=str(out), resume=True, **extra), root)
+        rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+        assert [r["step"] for r in rows] == [0, 1, 2]
+        assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3
+        # the final model is a whole, ordinary Hugging Face model, and the same as that of a run of 3
+        # steps never interrupted
+        model = AutoModelForCausalLM.from_pretrained(out / "model")
+        assert model.config.architectures == ["Qwen2ForCausalLM"]
+        torchrun(small_run_args(tmp_path, tiny_model_dir, steps=3, out_dir=str(tmp_path / "straight"), **extra), root)
+        straight = AutoModelForCausalLM.from_pretrained(tmp_path / "straight" / "model").state_dict()
+        start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+        assert straight.keys() == model.state_dict().keys()
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, straight[k]), k
+        assert any(not torch.equal(v, start[k]) for k, v in straight.items())     # training moved the weights
+        # a sharded checkpoint is resumed sharded: without --fsdp it is a clear error, not a crash
+        with pytest.raises(SystemExit, match="written with --fsdp"):
+            train.main(small_run_args(tmp_path, tiny_model_dir, steps=4, out_dir=str(out), resume=True, beta=0.04))
+
+
