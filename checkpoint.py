@@ -31,14 +31,14 @@ def save_dir_atomic(path, save):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_checkpoint(path, model, optimizer, scheduler, step, cfg):
+def save_checkpoint(path, model, optimizer, scheduler, step, cfg, rollouts=0):
     """Everything a resumed run needs, written by rank 0 to a temporary file and renamed into place
     (atomic). Every rank calls it (under FSDP the state is gathered from all of them)."""
     model_state, optimizer_state = full_state_dicts(model, optimizer)
     if not is_main():
         return
     state = {"model": model_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
-             "step": step, "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
+             "step": step, "rollouts": rollouts, "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
              "python_rng": random.getstate()}
     tmp = path + ".tmp"
@@ -48,7 +48,7 @@ def save_checkpoint(path, model, optimizer, scheduler, step, cfg):
 
 def load_checkpoint(path, model, optimizer, scheduler):
     """Restore a checkpoint of save_checkpoint into the (possibly sharded) model and its optimizer;
-    returns (step, the config it was written with)."""
+    returns (step, rollouts sampled so far, the config it was written with)."""
     state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     sharded = is_sharded(model)
     if state["config"].get("fsdp", False) != sharded:
@@ -60,17 +60,17 @@ def load_checkpoint(path, model, optimizer, scheduler):
     if state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     random.setstate(state["python_rng"])
-    return state["step"], state["config"]
+    return state["step"], state.get("rollouts", 0), state["config"]
 
 
 def start_or_resume(cfg, model, optimizer, scheduler, log):
-    """Prepare the run directory cfg.out_dir and return the step to start from: the checkpoint's with
-    --resume (saying which settings changed since it was written), else 0. The metrics log is cut back
-    to match the weights, and config.json records the settings of this run."""
+    """Prepare the run directory cfg.out_dir and return (step to start from, rollouts so far): the
+    checkpoint's with --resume (saying which settings changed since it was written), else (0, 0). The
+    metrics log is cut back to match the weights, and config.json records the settings of this run."""
     path = os.path.join(cfg.out_dir, "checkpoint.pt")
-    start = 0
+    start, rollouts = 0, 0
     if cfg.resume and os.path.exists(path):
-        start, old = load_checkpoint(path, model, optimizer, scheduler)
+        start, rollouts, old = load_checkpoint(path, model, optimizer, scheduler)
         changed = {k: (old.get(k), v) for k, v in dataclasses.asdict(cfg).items()
                    if k not in ("resume", "steps", "progress") and old.get(k) != v}
         log(f"resumed from {path} at step {start}" + (f" (changed settings: {changed})" if changed else ""))
@@ -81,7 +81,7 @@ def start_or_resume(cfg, model, optimizer, scheduler, log):
         _truncate_metrics(os.path.join(cfg.out_dir, "metrics.jsonl"), start)
         with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
             json.dump(dataclasses.asdict(cfg), f, indent=2)
-    return start
+    return start, rollouts
 
 
 def append_metrics(out_dir, row):

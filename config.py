@@ -39,7 +39,14 @@ class Config:
     beta: float = field(default=0.0, metadata={"help": "KL weight; a reference model is loaded only if > 0"})
     dpo_beta: float = field(default=0.1, metadata={"help": "beta of the DPO loss"})
     dpo_ref: str = field(default="initial", metadata={"help": "DPO reference: initial (frozen copy) or old (sampler)"})
-    skip_ties: bool = field(default=True, metadata={"help": "drop zero-advantage rollouts before the backward"})
+    skip_ties: bool = field(default=True, metadata={"help": "do not run zero-advantage rollouts through the "
+                                                            "backward (a pure speed-up: same loss and gradient)"})
+    filter_ties: bool = field(default=False, metadata={"help": "DAPO's filter: average the loss over informative "
+                                                               "groups only (scales the step by 1/(1 - ties))"})
+    resample: str = field(default="off", metadata={"help": "2-GRPO+RS: where pairs tie, draw more groups: off | "
+                                                           "fresh (new prompts) | same (the tied prompts again)"})
+    resample_budget: float = field(default=1.0, metadata={"help": "--resample's extra rollouts per step at most, "
+                                                                  "as a multiple of P * G"})
     # sampling
     max_new_tokens: int = field(default=0, metadata={"help": "completion length cap; 0: 8 built-in, 1024 with --data"})
     temperature: float = field(default=1.0, metadata={"help": "rollout temperature"})
@@ -72,11 +79,17 @@ class Config:
     warm_start_target: float = field(default=0.2, metadata={"help": "built-in task: supervised warm start "
                                                            "until validation accuracy passes this"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    # memory planning (plan.py)
+    plan: bool = field(default=False, metadata={"help": "print the memory the run needs at its peak (config.json "
+                                                        "only, no weights) and exit"})
+    gpu_memory: float = field(default=0.0, metadata={"help": "GiB of the card: --plan says whether the run fits "
+                                                             "and which flags would make it fit",
+                                                     "type": "positive"})
 
 
 CHOICES = {"loss": ("grpo", "dpo"), "advantage": ADVANTAGE_MODES, "aggregation": AGGREGATIONS,
            "schedule": ("constant", "cosine", "linear"), "template": ("auto", "chat", "plain", "raw"),
-           "dpo_ref": ("initial", "old")}
+           "dpo_ref": ("initial", "old"), "resample": ("off", "fresh", "same")}
 
 
 def parse_args(argv=None, description=None):
@@ -88,10 +101,22 @@ def parse_args(argv=None, description=None):
         if f.type is bool or f.type == "bool":
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helptext)
         else:
-            ap.add_argument(flag, type=type(f.default), default=f.default, help=helptext, choices=CHOICES.get(f.name))
+            kind = positive if f.metadata.get("type") == "positive" else type(f.default)
+            ap.add_argument(flag, type=kind, default=f.default, help=helptext, choices=CHOICES.get(f.name))
     cfg = Config(**vars(ap.parse_args(argv)))
     check_config(cfg)
     return cfg
+
+
+def positive(text):
+    """argparse type of a positive number (--gpu-memory): anything else is one clear line."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give the card's memory in GiB, a positive number")
+    return value
 
 
 def check_config(cfg, world=1):

@@ -11,14 +11,16 @@ Chapter 4 of the tutorial.
     is neither on disk nor in the local cache.
 """
 
+import contextlib
 import json
 import logging
 import os
 import random
+import sys
 
 import torch
 
-from reward import gold_answer
+from reward import gold_answer, last_boxed
 
 
 class DataError(ValueError):
@@ -28,12 +30,20 @@ class DataError(ValueError):
 # ---------------------------------------------------------------------------------------------------
 # Problem files
 # ---------------------------------------------------------------------------------------------------
-def load_problems(path, problem_field="", answer_field="answer"):
-    """JSONL rows -> [{"problem": str, "gold": str}]. MATH/MATH-500 (problem, answer), GSM8K
-    (question, answer with "#### N"), or other field names. Fails on the first bad row, naming it."""
+def load_problems(path, problem_field="", answer_field="answer", log=None):
+    """JSONL rows -> [{"problem": str, "gold": str, "line": int}] (and the row's "id" if it has one).
+
+    The problem is `problem_field`, else "problem", else "question". The gold answer is
+    `answer_field` ("answer": MATH, MATH-500, AMC, AIME; GSM8K's "... #### N" keeps N), else, in the
+    benchmarks' original files, OlympiadBench's "final_answer" list (its items joined by ", ", "$"
+    removed) or the last \\boxed{} of the reference "solution" (Minerva). A number written as a float
+    with nothing after the point (AMC's 27.0) is the integer. A malformed row stops with its file and
+    line; rows whose gold answer is empty (two MATH training rows with an empty \\boxed{}) are skipped,
+    with one line (to `log`, default stderr) that counts them and names their lines.
+    """
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
-    out = []
+    out, empty = [], []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -45,15 +55,44 @@ def load_problems(path, problem_field="", answer_field="answer"):
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             pf = problem_field or ("problem" if "problem" in row else "question")
-            for name in (pf, answer_field):
-                if name not in row:
-                    raise DataError(f"{path}:{lineno}: missing field {name!r} (fields: {', '.join(row)})")
-                if not isinstance(row[name], (str, int, float)) or str(row[name]).strip() == "":
-                    raise DataError(f"{path}:{lineno}: field {name!r} is empty or not text")
-            out.append({"problem": str(row[pf]), "gold": gold_answer(str(row[answer_field]))})
+            if pf not in row:
+                raise DataError(f"{path}:{lineno}: missing field {pf!r} (fields: {', '.join(row)})")
+            if not isinstance(row[pf], str) or not row[pf].strip():
+                raise DataError(f"{path}:{lineno}: field {pf!r} is empty or not text")
+            gold = _gold_of_row(row, answer_field)
+            if gold is None:
+                raise DataError(f"{path}:{lineno}: missing field {answer_field!r} (fields: {', '.join(row)})")
+            if gold is False:
+                raise DataError(f"{path}:{lineno}: field {answer_field!r} is not text or a number")
+            if not gold.strip():
+                empty.append(lineno)
+                continue
+            out.append({"problem": row[pf], "gold": gold, "line": lineno,
+                        **({"id": str(row["id"])} if "id" in row else {})})
+    if empty:
+        (log or (lambda m: print(m, file=sys.stderr)))(
+            f"{path}: skipped {len(empty)} row(s) with an empty gold answer (line {', '.join(map(str, empty))})")
     if not out:
         raise DataError(f"{path}: no problems in file")
     return out
+
+
+def _gold_of_row(row, answer_field):
+    """The gold answer of one row as text ("" when empty); None when the row has none, False when it is
+    neither text nor a number."""
+    value = row.get(answer_field)
+    if value is None and answer_field == "answer":      # the benchmarks' original field names
+        if isinstance(row.get("final_answer"), list):      # OlympiadBench: ["$69$", "$84$"]
+            value = ", ".join(str(a).replace("$", "").strip() for a in row["final_answer"])
+        elif isinstance(row.get("solution"), str):         # Minerva: the reference solution's last box
+            value = last_boxed(row["solution"]) or ""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return False
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)                                  # AMC's 27.0
+    return gold_answer(str(value))
 
 
 def tiny_task_problems(seed=1234):
@@ -191,15 +230,26 @@ def load_model_config(name):
         hub_log.setLevel(level)
 
 
-def load_model_and_tokenizer(name, device="cpu", dtype=torch.float32, gradient_checkpointing=False):
+DTYPES = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def load_model_and_tokenizer(name, device="cpu", dtype="auto", gradient_checkpointing=False):
     """(model, tokenizer) from a model directory or hub id; the tokenizer gets a pad token if it has none.
-    gradient_checkpointing: the decoder layers recompute their activations in the backward pass."""
+    dtype: the weights' dtype, "auto" (fp32 weights, computed in bf16 on CUDA: see autocast), "float32"
+    or "bfloat16". gradient_checkpointing: the decoder layers recompute activations in the backward."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     load_model_config(name)                                     # a clear error before any weights
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=DTYPES[dtype]).to(device)
     if gradient_checkpointing:   # transformers 5 renamed it activation_checkpointing_enable; 4.x has the old name
         (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     tok = AutoTokenizer.from_pretrained(name)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok
+
+
+def autocast(device, dtype="auto"):
+    """bf16 autocast on CUDA for fp32 weights (dtype "auto"); nothing elsewhere."""
+    if torch.device(device).type == "cuda" and dtype == "auto":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

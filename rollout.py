@@ -277,17 +277,30 @@ def sample(model, prompts, n=1, max_new_tokens=64, temperature=1.0, top_p=1.0, t
                                             generator, check_every))
     finally:
         model.train(was_training)
-    T = max(p[0].shape[1] for p in parts)
-
-    def cat(k, fill):
-        return torch.cat([torch.nn.functional.pad(p[k], (0, T - p[k].shape[1]), value=fill) for p in parts])
-    tokens, mask, logprobs = cat(0, pad_token_id), cat(1, 0.0), cat(2, 0.0)
-    finished = torch.cat([p[3] for p in parts])
-    texts = []
+    ro = cat_rollouts([Rollout(tok, m, lp, m.sum(1).long(), fin, []) for tok, m, lp, fin in parts], pad_token_id)
     if tokenizer is not None:
-        texts = tokenizer.batch_decode([t[m.bool()].tolist() for t, m in zip(tokens, mask)],
-                                       skip_special_tokens=True)
-    return Rollout(tokens, mask, logprobs, mask.sum(1).long(), finished, texts)
+        ro.texts = tokenizer.batch_decode([t[m.bool()].tolist() for t, m in zip(ro.tokens, ro.mask)],
+                                          skip_special_tokens=True)
+    return ro
+
+
+def cat_rollouts(parts, pad_token_id=0):
+    """The rows of several Rollouts as one, right-padded to the longest completion."""
+    T = max(p.tokens.shape[1] for p in parts)
+
+    def cat(name, fill):                                                         # (sum of b, T)
+        return torch.cat([torch.nn.functional.pad(getattr(p, name), (0, T - getattr(p, name).shape[1]), value=fill)
+                          for p in parts])
+    return Rollout(cat("tokens", pad_token_id), cat("mask", 0.0), cat("logprobs", 0.0),
+                   torch.cat([p.lengths for p in parts]), torch.cat([p.finished for p in parts]),
+                   [t for p in parts for t in p.texts])
+
+
+def take_rows(ro, rows):
+    """The Rollout of the rows `rows` (a list of indices) of ro."""
+    idx = torch.tensor(rows, dtype=torch.long, device=ro.tokens.device)
+    return Rollout(ro.tokens[idx], ro.mask[idx], ro.logprobs[idx], ro.lengths[idx], ro.finished[idx],
+                   [ro.texts[i] for i in rows] if ro.texts else [])
 
 
 def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=1.0, chunk_size=None, wrapped=False):

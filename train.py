@@ -21,7 +21,6 @@ The GRPO variant this file trains, by default (each is a flag):
 With no --model and no --data the built-in tiny model (tiny_model.py) learns 2-digit addition.
 """
 
-import contextlib
 import copy
 import math
 import os
@@ -33,14 +32,19 @@ import torch
 from tqdm import tqdm
 
 import parallel
+import plan
 from checkpoint import StopFlag, append_metrics, save_checkpoint, save_final, start_or_resume
 from config import check_config, parse_args
-from data import DataError, load_model_and_tokenizer, problem_sets, prompt_sets, prompts_for_step
+from data import DataError, autocast, load_model_and_tokenizer, problem_sets, prompt_sets, prompts_for_step
 from eval import shared_accuracy
 from grpo import aggregation_weight, dpo_loss, group_advantages, grpo_loss, preference_pairs
+from resample import informative, resample_ties
 from reward import rewards
 from rollout import left_pad, sample, sequence_logprobs, stop_token_ids
 from tiny_model import builtin_model_dir
+
+# a step whose groups all tie makes no optimizer step; torch would warn at the scheduler's step
+warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -48,26 +52,17 @@ from tiny_model import builtin_model_dir
 # ---------------------------------------------------------------------------------------------------
 @dataclass
 class Batch:
-    """The rollouts of one step as the update reads them: B = P * G rows, grouped by prompt.
-
-    prompt_ids, prompt_mask: (B, L) long   the left-padded prompt of each row
-    tokens, mask:            (B, T)        sampled completions (rollout.Rollout), 1 on completion tokens
-    old_logp:                (B, T) float  log-probs at sampling time: the ratio's denominator
-    advantages:              (B,)   float  one per completion (grpo.group_advantages)
-    ref_logp:                (B, T) float  under the frozen reference model, when --beta > 0
-    chosen, rejected:        (N,)   long   rows of the pairs whose rewards differ (--loss dpo)
-    ref_seq:                 (B,)   float  reference sequence log-probs (--loss dpo)
-    """
-    prompt_ids: torch.Tensor
-    prompt_mask: torch.Tensor
-    tokens: torch.Tensor
-    mask: torch.Tensor
-    old_logp: torch.Tensor
-    advantages: torch.Tensor
-    ref_logp: torch.Tensor = None
-    chosen: torch.Tensor = None
-    rejected: torch.Tensor = None
-    ref_seq: torch.Tensor = None
+    """The rollouts of one step as the update reads them: B = P * G rows, grouped by prompt."""
+    prompt_ids: torch.Tensor         # (B, L) long   the left-padded prompt of each row
+    prompt_mask: torch.Tensor        # (B, L) long   1 on prompt tokens
+    tokens: torch.Tensor             # (B, T) long   sampled completions (rollout.Rollout)
+    mask: torch.Tensor               # (B, T) float  1 on completion tokens
+    old_logp: torch.Tensor           # (B, T) float  log-probs at sampling time: the ratio's denominator
+    advantages: torch.Tensor         # (B,)   float  one per completion (grpo.group_advantages)
+    ref_logp: torch.Tensor = None    # (B, T) float  under the frozen reference model, when --beta > 0
+    chosen: torch.Tensor = None      # (N,)   long   rows of the pairs whose rewards differ (--loss dpo)
+    rejected: torch.Tensor = None    # (N,)   long   their other rows
+    ref_seq: torch.Tensor = None     # (B,)   float  reference sequence log-probs (--loss dpo)
 
 
 @dataclass
@@ -83,6 +78,7 @@ class Run:
     device: torch.device
     train_set: list                  # problems with "prompt_ids" and "gold"
     held_out: list
+    rollouts: int = 0                # sampled so far, all ranks, resampled ones included
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -96,16 +92,18 @@ def train_step(step, run, cfg):
     # 1. this step's prompts: a function of (seed, step, rank), so a resumed run draws the same ones
     picked = prompts_for_step(step, len(run.train_set), cfg.prompts_per_step, cfg.seed, rank, world)
     problems = [run.train_set[i] for i in picked]                                      # P prompts
-    # 2. G completions of each, and their log-probs under the policy that sampled them
+    # 2. G completions of each, their log-probs under the policy that sampled them, and 3. their rewards:
+    #    1 where the final answer equals the gold answer (reward.py), else 0; --resample draws more
+    #    groups where pairs tie (resample.py)
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed * 1_000_003 + step * 1_009 + rank)
-    with autocast(cfg, device), parallel.full_weights(run.model):
-        ro = sample(run.model, [p["prompt_ids"] for p in problems], n=G, max_new_tokens=cfg.max_new_tokens,
-                    temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, eos_token_id=run.eos,
-                    pad_token_id=tok.pad_token_id, generator=gen, max_batch_size=cfg.rollout_batch_size or None,
-                    tokenizer=tok)
-    # 3. rewards: 1 where the completion's final answer equals the gold answer (reward.py), else 0
-    r = torch.tensor(rewards(ro.texts, [p["gold"] for p in problems for _ in range(G)]), device=device)  # (P*G,)
+    with autocast(device, cfg.dtype), parallel.full_weights(run.model):   # FSDP: whole weights while sampling
+        ro, r = sample_groups(run, cfg, problems, gen)                                       # r: (P*G,)
+        first, drawn = r, {"pairs_drawn": len(problems), "extra_rollouts": 0}
+        if cfg.resample != "off":
+            problems, ro, r, drawn = resample_ties(problems, ro, r, lambda p: sample_groups(run, cfg, p, gen),
+                                                   run.train_set, G, cfg.resample, cfg.resample_budget,
+                                                   f"{cfg.seed}/{step}/{rank}", tok.pad_token_id)
     t_rollout = time.perf_counter() - t0
     # 4. advantages relative to each prompt's group: A = (r - mean_g) / std_g                 (P*G,)
     adv = group_advantages(r, G, cfg.advantage)
@@ -125,32 +123,48 @@ def train_step(step, run, cfg):
     for _ in range(cfg.num_iterations):
         stats = policy_update(run.train_model, run.optimizer, batch, cfg) or {}
     t_train = time.perf_counter() - t1
-    ties = (r.view(-1, G) == r.view(-1, G)[:, :1]).all(1).float()                           # (P,) all equal
-    mean = parallel.mean_over_ranks
+    mean, total = parallel.mean_over_ranks, lambda x: int(parallel.all_reduce(torch.tensor(x)))
+    p = mean(first)                        # the policy's pass rate, read on the step's own P prompts
     # the update's statistics (loss, clip_frac, ratio_mean, kl, grad_norm...), then the batch's own
     return {**{k: v for k, v in stats.items() if k != "adv_mean"},
-            "step": step, "reward_mean": mean(r), "accuracy": mean((r > 0).float()),
+            "step": step, "reward_mean": p, "accuracy": mean((first > 0).float()),
             "adv_mean": adv.mean().item(), "adv_std": adv.std(unbiased=False).item(),
-            "tie_frac": mean(ties), "response_len": mean(ro.lengths.float()),
+            "tie_frac": mean((~informative(first, G)).float()), "tie_predicted": p ** G + (1 - p) ** G,
+            "informative_pairs": total(int(informative(r, G).sum())), "pairs_drawn": total(drawn["pairs_drawn"]),
+            "extra_rollouts": total(drawn["extra_rollouts"]), "response_len": mean(ro.lengths.float()),
             "rollout_s": round(t_rollout, 4), "train_s": round(t_train, 4),
             "tokens_per_s": round(ro.mask.sum().item() / max(t_rollout, 1e-9), 1),
             "lr": run.optimizer.param_groups[0]["lr"], "step_s": round(time.perf_counter() - t0, 4)}
 
 
+def sample_groups(run, cfg, problems, gen):
+    """G completions of each problem (a Rollout of P*G rows) and their rewards r (P*G,), 1 or 0."""
+    ro = sample(run.model, [p["prompt_ids"] for p in problems], n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, eos_token_id=run.eos,
+                pad_token_id=run.tok.pad_token_id, generator=gen, max_batch_size=cfg.rollout_batch_size or None,
+                tokenizer=run.tok)
+    golds = [p["gold"] for p in problems for _ in range(cfg.group_size)]
+    return ro, torch.tensor(rewards(ro.texts, golds), device=run.device)
+
+
 def policy_update(model, optimizer, batch, cfg):
     """One optimizer step of GRPO (cfg.loss == "grpo") or DPO ("dpo") on a Batch of rollouts.
 
-    Rows are cut into micro-batches of cfg.micro_batch_size sequences; each loss is scaled by its
-    share of the batch (aggregation_weight), so the summed gradient is the full-batch gradient. Under
-    DDP / FSDP the engine averages gradients across ranks; the shares use the global total, and every
-    rank runs the same number of backward passes (padding with zero-weight ones) so none waits forever.
+    Micro-batches of cfg.micro_batch_size rows, each loss scaled by its share of the batch's total
+    (grpo.aggregation_weight): the summed gradient is the full batch's. --skip-ties does not run
+    zero-advantage rows, which add 0 to loss and gradient, but counts them in the total: a pure
+    speed-up. --filter-ties (DAPO) leaves them out of the total too: a step 1 / (1 - tie share) larger.
+    Under torchrun every rank runs as many backward passes (zero-weight padding) so none waits forever.
     Returns the statistics to log, or None when no rollout carried a learning signal.
     """
     mb = cfg.micro_batch_size
     if cfg.loss == "grpo":
         rows = torch.arange(batch.tokens.shape[0])
-        if cfg.skip_ties and cfg.beta == 0:
+        total = aggregation_weight(batch.mask, cfg.aggregation)         # the whole batch, ties included
+        if cfg.filter_ties or (cfg.skip_ties and cfg.beta == 0):
             rows = rows[(batch.advantages != 0).cpu()]    # zero advantage, zero gradient: skip the work
+        if cfg.filter_ties:
+            total = aggregation_weight(batch.mask[rows], cfg.aggregation)   # informative rows only
         chunks = [rows[i:i + mb] for i in range(0, len(rows), mb)]
         weights = [aggregation_weight(batch.mask[c], cfg.aggregation) for c in chunks]
     else:
@@ -158,12 +172,13 @@ def policy_update(model, optimizer, batch, cfg):
         per = max(1, mb // 2)
         chunks = [pairs[i:i + per] for i in range(0, len(pairs), per)]
         weights = [torch.tensor(float(len(c))) for c in chunks]
-    total = parallel.all_reduce(sum(weights, torch.tensor(0.0)), "mean")   # the engine averages gradients
+        total = sum(weights, torch.tensor(0.0))           # DPO: the mean over informative pairs
+    total = parallel.all_reduce(total, "mean")            # the engine averages gradients over ranks
     n_micro = int(parallel.all_reduce(torch.tensor(len(chunks)), "max"))
-    if total.item() == 0:
+    if n_micro == 0:
         return None
     optimizer.zero_grad(set_to_none=True)
-    stats_sum, stat_w = {}, 0.0
+    stats_sum, stat_w, loss_sum = {}, 0.0, 0.0
     for i in range(n_micro):
         dummy = i >= len(chunks)                        # padding to the ranks' count: a backward adding nothing
         idx = chunks[i] if not dummy else torch.tensor([0])
@@ -172,14 +187,16 @@ def policy_update(model, optimizer, batch, cfg):
             share = 0.0 if dummy else (weights[i] / total).item()
             (loss * share).backward()
         if not dummy:
-            stats["loss"] = loss.item()
+            loss_sum += loss.item() * share             # loss = sum over micro-batches of loss_mb * share_mb
             for k, v in stats.items():
                 stats_sum[k] = stats_sum.get(k, 0.0) + v * weights[i].item()
             stat_w += weights[i].item()
     params = parallel.unwrap(model).parameters()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     optimizer.step()
-    return {**{k: v / max(stat_w, 1e-12) for k, v in stats_sum.items()}, "grad_norm": grad_norm.item()}
+    # loss: the batch's (over all ranks); clip_frac, ratio_mean, kl: means over the rows that were run
+    return {**{k: v / max(stat_w, 1e-12) for k, v in stats_sum.items()}, "grad_norm": grad_norm.item(),
+            "loss": parallel.all_reduce(torch.tensor(loss_sum), "mean").item()}
 
 
 def microbatch_loss(model, batch, idx, cfg):
@@ -198,7 +215,7 @@ def microbatch_loss(model, batch, idx, cfg):
 
 def rows_logprobs(model, batch, rows, cfg):
     """(len(rows), T) log-probs of the rollout rows `rows` (indices or a slice) under `model`."""
-    with autocast(cfg, batch.tokens.device):
+    with autocast(batch.tokens.device, cfg.dtype):
         return sequence_logprobs(model, batch.prompt_ids[rows], batch.prompt_mask[rows], batch.tokens[rows],
                                  batch.mask[rows], cfg.temperature, cfg.logprob_chunk or None,
                                  wrapped=parallel.is_data_parallel(model))
@@ -209,13 +226,6 @@ def reference_logprobs(ref_model, batch, cfg):
     """(B, T) log-probs of the rollouts under the frozen reference model, micro-batched."""
     B, mb = batch.tokens.shape[0], cfg.micro_batch_size
     return torch.cat([rows_logprobs(ref_model, batch, slice(s, s + mb), cfg).float() for s in range(0, B, mb)])
-
-
-def autocast(cfg, device):
-    """bf16 autocast on CUDA for fp32 weights (dtype auto); nothing elsewhere."""
-    if device.type == "cuda" and cfg.dtype == "auto":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def lr_lambda(cfg):
@@ -238,18 +248,15 @@ def setup(cfg, device, log):
     cfg.max_new_tokens = cfg.max_new_tokens or (1024 if cfg.data else 8)   # built-in: "\\boxed{" 3 digits "}" EOS
     train_set, held_out = problem_sets(cfg.data, cfg.eval_data, cfg.problem_field, cfg.answer_field)
     path = cfg.model or builtin_model_dir(cfg.cache_dir, cfg.seed, cfg.warm_start_target, device, log)
-    dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
-    model, tok = load_model_and_tokenizer(path, device, dtype, cfg.gradient_checkpointing)
+    model, tok = load_model_and_tokenizer(path, device, cfg.dtype, cfg.gradient_checkpointing)
+    bf16_on_cuda = torch.bfloat16 if device.type == "cuda" else None
     train_set, held_out = prompt_sets(train_set[:cfg.train_problems or None], held_out, tok, cfg.template,
                                       not cfg.data, cfg.max_prompt_tokens, log)
-    ref_model = None
+    ref_model = None                       # a frozen copy, in bf16 on CUDA
     if cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial"):
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        ref_model = ref_model.to(torch.bfloat16) if device.type == "cuda" else ref_model
-    # under torchrun: DDP, or FSDP2 shards (before the optimizer, which must see the sharded parameters);
-    # on CUDA with fp32 weights (dtype auto) FSDP computes in bf16, as autocast does elsewhere
-    bf16 = torch.bfloat16 if device.type == "cuda" and cfg.dtype == "auto" else None
-    train_model = parallel.wrap(model, cfg.fsdp, device, compute_dtype=bf16)
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(bf16_on_cuda or model.dtype)
+    # under torchrun: DDP, or FSDP2 shards (before the optimizer, which must see the sharded parameters)
+    train_model = parallel.wrap(model, cfg.fsdp, device, compute_dtype=bf16_on_cuda if cfg.dtype == "auto" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     return Run(model, train_model, ref_model, optimizer, scheduler, tok, stop_token_ids(model, tok), device,
@@ -258,7 +265,7 @@ def setup(cfg, device, log):
 
 def held_out_accuracy(run, cfg):
     """Mean@k on the held-out problems (None without any); the ranks share them (eval.shared_accuracy)."""
-    with autocast(cfg, run.device):
+    with autocast(run.device, cfg.dtype):
         return shared_accuracy(run.model, run.tok, run.held_out, samples=cfg.eval_samples,
                                temperature=cfg.eval_temperature, top_p=cfg.eval_top_p, top_k=cfg.eval_top_k,
                                max_new_tokens=cfg.max_new_tokens, eos_token_id=run.eos, seed=cfg.seed,
@@ -273,24 +280,24 @@ def train(cfg):
     check_config(cfg, world)
     log = tqdm.write if parallel.is_main() else (lambda msg: None)
     run = setup(cfg, device, log)
-    start = start_or_resume(cfg, run.train_model, run.optimizer, run.scheduler, log)
+    plan.check_run(cfg, run, world, log)                # on a GPU: will it fit? (plan.py)
+    start, run.rollouts = start_or_resume(cfg, run.train_model, run.optimizer, run.scheduler, log)
     acc_before = held_out_accuracy(run, cfg) if start == 0 else None
     if acc_before is not None:
         log(f"held-out accuracy before: {acc_before:.1%} ({len(run.held_out)} problems)")
     elif not run.held_out:
         log("no held-out set: accuracy is not measured during training (pass one with --eval-data FILE.jsonl)")
-    stop, rollouts_per_step = StopFlag(), cfg.prompts_per_step * cfg.group_size
+    stop = StopFlag()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.loss, dynamic_ncols=True,
                disable=not (parallel.is_main() and cfg.progress))
     try:
         for step in bar:
             row = train_step(step, run, cfg)
-            with warnings.catch_warnings():   # a step whose groups all tie makes no optimizer step,
-                warnings.simplefilter("ignore")   # and torch warns; the schedule follows the step index
-                run.scheduler.step()
+            run.scheduler.step()                 # the schedule follows the step index
             # ---- bookkeeping: metrics, held-out evaluation, checkpoints, Ctrl-C ---------------------
             done = step + 1
-            row["rollouts"] = done * rollouts_per_step
+            run.rollouts += row["pairs_drawn"] * cfg.group_size
+            row["rollouts"] = run.rollouts
             if run.held_out and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
                 row["held_out_acc"] = held_out_accuracy(run, cfg)
             append_metrics(cfg.out_dir, row)
@@ -300,7 +307,7 @@ def train(cfg):
             stopping = bool(parallel.all_reduce(torch.tensor(float(stop.stop)), "max"))
             if done % cfg.save_every == 0 or done == cfg.steps or stopping:
                 save_checkpoint(os.path.join(cfg.out_dir, "checkpoint.pt"), run.train_model, run.optimizer,
-                                run.scheduler, done, cfg)
+                                run.scheduler, done, cfg, run.rollouts)
             if stopping:
                 parallel.barrier()
                 log(f"stopped at step {done}; checkpoint saved: resume with the same command and --resume")
@@ -317,7 +324,7 @@ def finish(run, cfg, acc_before, t_start, log):
     acc_after = held_out_accuracy(run, cfg)
     wall = time.perf_counter() - t_start
     summary = {"held_out_before": acc_before, "held_out_after": acc_after,
-               "rollouts": cfg.steps * cfg.prompts_per_step * cfg.group_size, "steps": cfg.steps,
+               "rollouts": run.rollouts, "steps": cfg.steps,
                "wall_s": round(wall, 1), "out_dir": cfg.out_dir}
     save_final(cfg.out_dir, run.train_model, run.tok, summary)
     acc = ("not measured (no held-out set: pass one with --eval-data FILE.jsonl)" if acc_after is None else
@@ -332,7 +339,7 @@ def main(argv=None):
     import transformers
     transformers.utils.logging.disable_progress_bar()     # our bars only
     try:
-        return train(cfg)
+        return plan.main(cfg) if cfg.plan else train(cfg)
     except DataError as e:
         raise SystemExit(f"error: {e}")
     finally:

@@ -1,7 +1,7 @@
 """Reproduce "It Takes Two" (arXiv 2510.00977) at toy scale: 2-GRPO vs 16-GRPO on the built-in task.
 
-    python bench/group_size.py --quick        # about 3 minutes on 2 CPU cores
-    python bench/group_size.py                # the full run, about 20 minutes
+    python bench/group_size.py --quick        # under 5 minutes on 2 CPU cores
+    python bench/group_size.py                # the full run, about 40 minutes
 
 The paper's protocol, scaled to the built-in task (2-digit addition, the tiny warm-started model):
   * 16-GRPO: P prompts x 16 rollouts per step, learning rate lr.
@@ -13,6 +13,12 @@ The paper's protocol, scaled to the built-in task (2-digit addition, the tiny wa
     2-rollout pairs (--loss dpo, frozen warm-start reference, beta 0.1) with the 2-GRPO settings.
   * beyond the rule: 2-GRPO with 16-GRPO's lr and number of steps (8P x 2 per step, so the same
     rollouts and 8x the epochs), which compares group sizes at an equal rollout budget.
+  * the paper's 2-GRPO+RS (--resample fresh: tied pairs are replaced by pairs of fresh prompts, up to
+    as many extra rollouts as the step's own), with the 2-GRPO settings, and at about 16-GRPO's rollouts.
+  * where the rule holds (--map-seeds): 2-GRPO with 1/8 of 16-GRPO's rollouts, lr x {1, 2, 4, 8},
+    for several epoch counts, each relative to 16-GRPO at the same epochs (a table and a heat map);
+  * which normalisation (--map-seeds): the three loss aggregations at G = 2 (equal rollouts) and
+    G = 16, with the mean completion length of the last training steps.
 P and lr were tuned once, for the 16-GRPO arm only (see BASE_LR); every other arm follows the rule.
 Every arm starts from the same warm-start model and runs with each of --seeds seeds.
 
@@ -50,19 +56,24 @@ BASE_LR = 5e-5       # lr of the 16-GRPO arm, tuned once (README: 2.5e-5 to 2e-4
 PAPER = {"acc": 0.976, "rollouts": 0.125, "time": 0.21}
 
 
+RS = {"resample": "fresh", "resample_budget": 1.0}
+
+
 def arms(include_dpo=True):
-    """(name, G, loss, lr multiplier, epochs multiplier). The paper's rule: P * 16 / G prompts per
-    step, lr * 16 / G, the same epochs. "2-GRPO, equal rollouts" keeps 16-GRPO's lr and step count
-    instead (so 8x the epochs): the same rollouts and compute, only the group size differs."""
-    out = [("16-GRPO", 16, "grpo", 1, 1), ("8-GRPO", 8, "grpo", 2, 1), ("4-GRPO", 4, "grpo", 4, 1),
-           ("2-GRPO", 2, "grpo", 8, 1)]
+    """(name, G, loss, lr multiplier, epochs multiplier, other settings). The paper's rule: P * 16 / G
+    prompts per step, lr * 16 / G, the same epochs. "2-GRPO, equal rollouts" keeps 16-GRPO's lr and
+    step count instead (so 8x the epochs): the same rollouts and compute, only the group size differs.
+    2-GRPO+RS spends up to twice the rollouts per step, so its equal-rollout arm takes 4x the epochs."""
+    out = [("16-GRPO", 16, "grpo", 1, 1, {}), ("8-GRPO", 8, "grpo", 2, 1, {}), ("4-GRPO", 4, "grpo", 4, 1, {}),
+           ("2-GRPO", 2, "grpo", 8, 1, {})]
     if include_dpo:
-        out.append(("2-DPO", 2, "dpo", 8, 1))
-    out.append(("2-GRPO, equal rollouts", 2, "grpo", 1, 8))
+        out.append(("2-DPO", 2, "dpo", 8, 1, {}))
+    out += [("2-GRPO, equal rollouts", 2, "grpo", 1, 8, {}), ("2-GRPO+RS", 2, "grpo", 8, 1, RS),
+            ("2-GRPO+RS, ~equal rollouts", 2, "grpo", 1, 4, RS)]
     return out
 
 
-def run_arm(name, G, loss, seed, args, model_dir, held_out, tok, lr_mult=None, epoch_mult=1):
+def run_arm(name, G, loss, seed, args, model_dir, held_out, tok, lr_mult=None, epoch_mult=1, **over):
     P = BASE_P * 16 // G
     steps = math.ceil(epoch_mult * args.epochs * args.prompts / P)
     eval_every = max(1, steps // args.curve_points)
@@ -70,7 +81,7 @@ def run_arm(name, G, loss, seed, args, model_dir, held_out, tok, lr_mult=None, e
     cfg = Config(model=model_dir, group_size=G, prompts_per_step=P, lr=lr, loss=loss,
                        steps=steps, train_problems=args.prompts, eval_every=eval_every,
                        eval_problems=args.eval_problems, save_every=10 ** 9, progress=False, seed=seed,
-                       max_new_tokens=8, dpo_beta=0.1, dpo_ref="initial",
+                       max_new_tokens=8, dpo_beta=0.1, dpo_ref="initial", **over,
                        out_dir=os.path.join(args.out, f"{name.replace(', ', '-').replace(' ', '-')}-seed{seed}"))
     summary = train.train(cfg)
     with open(os.path.join(cfg.out_dir, "metrics.jsonl")) as f:
@@ -90,7 +101,8 @@ def run_arm(name, G, loss, seed, args, model_dir, held_out, tok, lr_mult=None, e
     return {"arm": name, "G": G, "seed": seed, "steps": steps, "lr": cfg.lr, "prompts_per_step": P,
             "mean@k": res[f"mean@{args.k}"], "pass@k": res[f"pass@{args.k}"], "rollouts": summary["rollouts"],
             "train_s": train_s, "greedy_after": summary["held_out_after"],
-            "discard_rate": statistics.mean(r["tie_frac"] for r in rows), "curve": curve}
+            "discard_rate": statistics.mean(r["tie_frac"] for r in rows), "curve": curve,
+            "response_len": statistics.mean(r["response_len"] for r in rows[-max(1, len(rows) // 10):])}
 
 
 def gradient_estimates(model, tok, problems, G, n_estimates, seed0, budget=256):
@@ -137,7 +149,7 @@ def fmt(xs, pct=True):
     return f"{100 * m:.1f} ± {100 * s:.1f}" if pct else f"{m:.1f} ± {s:.1f}"
 
 
-def write_table(results, var, args, path):
+def write_table(results, var, args, path, rule=(), aggs=()):
     by_arm = {}
     for r in results:
         by_arm.setdefault(r["arm"], []).append(r)
@@ -172,6 +184,32 @@ def write_table(results, var, args, path):
             v = var[G]
             lines.append(f"| G = {G} ({256 // G} prompts x {G}) | {v['rel_sq_dist']:.2f} ± {v['rel_sq_dist_std']:.2f} "
                          f"| {v['cosine']:.3f} ± {v['cosine_std']:.3f} |")
+    if rule:
+        epochs = sorted({r["epochs"] for r in rule})
+        lines += ["", f"Where the rule holds: 2-GRPO with 1/8 of 16-GRPO's rollouts (128 x 2 per step, the same epochs), "
+                  f"Mean@{k} relative to 16-GRPO at the same epochs; seeds {sorted({r['seed'] for r in rule})}:", "",
+                  "| lr multiplier | " + " | ".join(f"{E} epochs" for E in epochs) + " |",
+                  "|---|" + "---|" * len(epochs)]
+        for m in (1, 2, 4, 8):
+            cells = []
+            for E in epochs:
+                rs = [r for r in rule if r["epochs"] == E and r["lr_mult"] == m]
+                cells.append(f"{100 * statistics.mean(r['mean@k'] / max(r['base'], 1e-9) for r in rs):.0f}%"
+                             f" ({100 * statistics.mean(r['mean@k'] for r in rs):.1f} vs "
+                             f"{100 * statistics.mean(r['base'] for r in rs):.1f})")
+            lines.append(f"| x{m} | " + " | ".join(cells) + " |")
+    if aggs:
+        lines += ["", f"Which normalisation: the loss aggregations at an equal rollout budget (2-GRPO: 128 x 2 at "
+                  f"16-GRPO's lr and steps); Mean@{k} and the mean completion length (tokens) of the last 10% of "
+                  f"training steps; seeds {sorted({r['seed'] for r in aggs})}:", "",
+                  f"| aggregation | G = 2 Mean@{k} % | G = 2 length | G = 16 Mean@{k} % | G = 16 length |",
+                  "|---|---|---|---|---|"]
+        for agg in ("seq_mean", "token_mean", "seq_sum"):
+            cells = []
+            for G in (2, 16):
+                rs = [r for r in aggs if r["G"] == G and r["aggregation"] == agg]
+                cells += [fmt([r["mean@k"] for r in rs]), f"{statistics.mean(r['response_len'] for r in rs):.2f}"]
+            lines.append(f"| {agg} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     with open(path, "w") as f:
         f.write(text)
@@ -210,10 +248,35 @@ def plot(results, path):
     return True
 
 
+def heat_map(rule, args, path):
+    """Mean@k of 2-GRPO (1/8 of the rollouts) relative to 16-GRPO at the same epochs: lr x epochs."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    epochs, mults = sorted({r["epochs"] for r in rule}), [1, 2, 4, 8]
+    grid = [[statistics.mean(r["mean@k"] / max(r["base"], 1e-9) for r in rule if r["epochs"] == E and r["lr_mult"] == m)
+             for E in epochs] for m in mults]
+    fig, ax = plt.subplots(figsize=(1.6 * len(epochs) + 2, 4))
+    im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=max(1.1, max(max(row) for row in grid)), origin="lower")
+    for i, row in enumerate(grid):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{100 * v:.0f}%", ha="center", va="center", color="w" if v < 0.7 else "k")
+    ax.set_xticks(range(len(epochs)), [f"{E} epochs" for E in epochs])
+    ax.set_yticks(range(len(mults)), [f"lr x{m}" for m in mults])
+    ax.set_title(f"2-GRPO (1/8 rollouts) Mean@{args.k} / 16-GRPO's")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small run: about 5 minutes on 2 CPU cores")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of the main arms (quick 0 1, full 0 1 2)")
     ap.add_argument("--prompts", type=int, default=None, help="training prompts (quick 1024, full 4096)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs over them (quick 2, full 4)")
     ap.add_argument("--base-lr", type=float, default=BASE_LR, help="lr of the 16-GRPO arm")
@@ -222,14 +285,30 @@ def main():
     ap.add_argument("--curve-points", type=int, default=4)
     ap.add_argument("--variance-estimates", type=int, default=None, help="gradient estimates per G (quick 8, full 32)")
     ap.add_argument("--no-dpo", action="store_true")
+    ap.add_argument("--no-map", action="store_true", help="skip the lr x epochs map and the aggregation arms")
+    ap.add_argument("--map-seeds", type=int, nargs="+", default=[0], help="seeds of the map and aggregation arms")
+    ap.add_argument("--map-epochs", type=int, nargs="+", default=None, help="epochs of the map (quick 1 2, full 2 4 8)")
     ap.add_argument("--out", default="runs/group_size")
+    ap.add_argument("--replot", action="store_true", help="redo the table and plots from --out's results.json")
     args = ap.parse_args()
+    if args.replot:
+        saved = json.load(open(os.path.join(args.out, "results.json")))
+        args = argparse.Namespace(**{**saved["args"], "out": args.out})
+        variance = {int(G): v for G, v in saved["variance"].items()}            # JSON keys are strings
+        print(write_table(saved["results"], variance, args, os.path.join(args.out, "results.md"),
+                          saved["rule"], saved["aggregations"]))
+        plot(saved["results"], os.path.join(args.out, "curves.png"))
+        if saved["rule"]:
+            heat_map(saved["rule"], args, os.path.join(args.out, "rule_map.png"))
+        return
     q = args.quick
     args.prompts = args.prompts or (1024 if q else 4096)
     args.epochs = args.epochs or (2 if q else 4)
     args.k = args.k or (4 if q else 16)
     args.eval_problems = args.eval_problems or (200 if q else 500)
     args.variance_estimates = args.variance_estimates or (8 if q else 32)
+    args.map_epochs = args.map_epochs or ([1, 2] if q else [2, 4, 8])
+    args.seeds = args.seeds or ([0, 1] if q else [0, 1, 2])
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     import transformers
@@ -243,20 +322,45 @@ def main():
     split = tiny_task_problems()
     held_out = build_prompts(split["test"][:args.eval_problems], tok, "raw", builtin=True)
     results = []
-    for name, G, loss, lr_mult, epoch_mult in arms(not args.no_dpo):
+    done = {}                                   # an arm with the same settings runs once
+
+    def run(name, G, loss, lr_mult, epoch_mult, over, seed):
+        key = json.dumps([G, loss, float(lr_mult), float(epoch_mult), over, seed], sort_keys=True)
+        if key in done:
+            return done[key]
+        r = done[key] = run_arm(name, G, loss, seed, args, model_dir, held_out, tok, lr_mult, epoch_mult, **over)
+        print(f"{name:8s} seed {seed}: Mean@{args.k} {100 * r['mean@k']:.1f}%  Pass@{args.k} {100 * r['pass@k']:.1f}%  "
+              f"greedy {100 * r['greedy_after']:.1f}%  rollouts {r['rollouts']}  train {r['train_s']:.0f} s  "
+              f"({time.perf_counter() - t0:.0f} s so far)", flush=True)
+        return r
+    for name, G, loss, lr_mult, epoch_mult, over in arms(not args.no_dpo):
         for seed in args.seeds:
-            r = run_arm(name, G, loss, seed, args, model_dir, held_out, tok, lr_mult, epoch_mult)
-            results.append(r)
-            print(f"{name:8s} seed {seed}: Mean@{args.k} {100 * r['mean@k']:.1f}%  Pass@{args.k} {100 * r['pass@k']:.1f}%  "
-                  f"greedy {100 * r['greedy_after']:.1f}%  rollouts {r['rollouts']}  train {r['train_s']:.0f} s  "
-                  f"({time.perf_counter() - t0:.0f} s so far)", flush=True)
+            results.append(run(name, G, loss, lr_mult, epoch_mult, over, seed))
+    # where does the paper's rule hold, and which normalisation: 2-GRPO with 1/8 of the rollouts at
+    # lr x m for E epochs against 16-GRPO at E epochs; the aggregations at G = 2 and 16
+    rule, aggs = [], []
+    for seed in [] if args.no_map else args.map_seeds:
+        for E in args.map_epochs:
+            base = run(f"16-GRPO, {E} epochs", 16, "grpo", 1, E / args.epochs, {}, seed)
+            for m in (1, 2, 4, 8):
+                r = run(f"2-GRPO, lr x{m}, {E} epochs", 2, "grpo", m, E / args.epochs, {}, seed)
+                rule.append({"epochs": E, "lr_mult": m, "seed": seed, "mean@k": r["mean@k"], "base": base["mean@k"]})
+        for G, epoch_mult in ((2, 8), (16, 1)):
+            for agg in ("seq_mean", "token_mean", "seq_sum"):
+                over = {"aggregation": agg} if agg != "seq_mean" else {}       # seq_mean: the arms above
+                r = run(f"{G}-GRPO, {agg}", G, "grpo", 1, epoch_mult, over, seed)
+                aggs.append({"G": G, "aggregation": agg, "seed": seed, "mean@k": r["mean@k"],
+                             "response_len": r["response_len"], "rollouts": r["rollouts"]})
     train_problems = build_prompts(split["train"][:args.prompts], tok, "raw", builtin=True)
     var = variance_study(model_dir, args.variance_estimates, tok, train_problems)
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"args": vars(args), "results": results, "variance": var}, f, indent=1)
-    print(write_table(results, var, args, os.path.join(args.out, "results.md")))
+        json.dump({"args": vars(args), "results": results, "variance": var, "rule": rule, "aggregations": aggs},
+                  f, indent=1)
+    print(write_table(results, var, args, os.path.join(args.out, "results.md"), rule, aggs))
     if plot(results, os.path.join(args.out, "curves.png")):
         print(f"plot: {os.path.join(args.out, 'curves.png')}")
+    if rule and heat_map(rule, args, os.path.join(args.out, "rule_map.png")):
+        print(f"heat map: {os.path.join(args.out, 'rule_map.png')}")
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

@@ -15,7 +15,8 @@ memory, is full size). For each option the GRPO log-probs of --seqs sequences ar
 
 Peak memory is the growth of the process's peak RSS on CPU (each option runs in a fresh process),
 torch.cuda.max_memory_allocated on a GPU, divided by the number of sequences. Each result is also
-printed as a ratio to `plain`, measured in the same run.
+printed as a ratio to `plain`, measured in the same run, and beside what plan.py plans for the same
+work (the gradients, the activations of the micro-batch and the log-prob head): planned / measured.
 """
 
 import argparse
@@ -25,7 +26,10 @@ import subprocess
 import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
 CONFIGS = {
+    "small (h 256)": dict(hidden_size=256, intermediate_size=1024, num_attention_heads=4, num_key_value_heads=2,
+                          tie_word_embeddings=True),
     "Qwen2.5-0.5B": dict(hidden_size=896, intermediate_size=4864, num_attention_heads=14, num_key_value_heads=2,
                          tie_word_embeddings=True),
     "Qwen2.5-1.5B": dict(hidden_size=1536, intermediate_size=8960, num_attention_heads=12, num_key_value_heads=2,
@@ -73,6 +77,30 @@ print(json.dumps({{"peak_mb_per_seq": peak / 2**20 / B, "tokens_per_s": B * (L +
 """
 
 
+def planned_mb_per_seq(cfg, layers, seqs, prompt, completion, chunk, ckpt, device):
+    """plan.py's bytes for this benchmark's step: gradients + activations + the log-prob head, per sequence."""
+    import plan
+    from transformers import Qwen2Config
+    s = plan.shape(Qwen2Config(vocab_size=151936, num_hidden_layers=layers, **cfg))
+    a = 2 if device == "cuda" else 4                  # bf16 autocast on CUDA, fp32 on a CPU
+    total = (s["N"] * 4 + seqs * (prompt + completion) * plan.activation_bytes_per_token(s, a, ckpt)
+             + plan.logit_bytes(s, a, seqs, completion, chunk))
+    return total / 2 ** 20 / seqs
+
+
+def measure(cfg, layers, seqs, prompt, completion, chunk, ckpt, device):
+    """One option in a fresh process: {"peak_mb_per_seq", "tokens_per_s"}, and plan.py's "planned_mb_per_seq"."""
+    a = dict(config=cfg, layers=layers, seqs=seqs, prompt=prompt, completion=completion, chunk=chunk, ckpt=ckpt,
+             device=device)
+    out = subprocess.run([sys.executable, "-c", WORKER.format(root=os.path.abspath(ROOT)), json.dumps(a)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1])
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r["planned_mb_per_seq"] = planned_mb_per_seq(cfg, layers, seqs, prompt, completion, chunk, ckpt, device)
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seqs", type=int, default=2)
@@ -85,21 +113,20 @@ def main():
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     print(f"device: {name}; {args.seqs} sequences of {args.prompt} + {args.completion} tokens; {args.layers} layers")
-    print(f"{'config':<14}{'option':<12}{'MB / sequence':>14}{'vs plain':>10}{'tokens/s':>10}{'vs plain':>10}")
-    code = WORKER.format(root=os.path.abspath(ROOT))
+    print(f"{'config':<16}{'option':<12}{'MB / sequence':>14}{'vs plain':>10}{'tokens/s':>10}{'vs plain':>10}"
+          f"{'planned MB':>12}{'planned / measured':>20}")
     for cname, cfg in CONFIGS.items():
         base = None
         for opt, (chunk, ckpt) in OPTIONS.items():
-            a = dict(config=cfg, layers=args.layers, seqs=args.seqs, prompt=args.prompt, completion=args.completion,
-                     chunk=chunk, ckpt=ckpt, device=device)
-            out = subprocess.run([sys.executable, "-c", code, json.dumps(a)], capture_output=True, text=True)
-            if out.returncode:
-                print(f"{cname:<14}{opt:<12} failed: {out.stderr.strip().splitlines()[-1]}")
+            try:
+                r = measure(cfg, args.layers, args.seqs, args.prompt, args.completion, chunk, ckpt, device)
+            except RuntimeError as e:
+                print(f"{cname:<16}{opt:<12} failed: {e}")
                 continue
-            r = json.loads(out.stdout.strip().splitlines()[-1])
             base = base or r
-            print(f"{cname:<14}{opt:<12}{r['peak_mb_per_seq']:>14.0f}{r['peak_mb_per_seq'] / base['peak_mb_per_seq']:>9.2f}x"
-                  f"{r['tokens_per_s']:>10.0f}{r['tokens_per_s'] / base['tokens_per_s']:>9.2f}x", flush=True)
+            print(f"{cname:<16}{opt:<12}{r['peak_mb_per_seq']:>14.0f}{r['peak_mb_per_seq'] / base['peak_mb_per_seq']:>9.2f}x"
+                  f"{r['tokens_per_s']:>10.0f}{r['tokens_per_s'] / base['tokens_per_s']:>9.2f}x"
+                  f"{r['planned_mb_per_seq']:>12.0f}{r['planned_mb_per_seq'] / r['peak_mb_per_seq']:>19.2f}x", flush=True)
 
 
 if __name__ == "__main__":

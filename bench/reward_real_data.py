@@ -2,9 +2,14 @@
 
     python bench/reward_real_data.py [--data-dir ../shared/data]
 
-MATH-500: the last \\boxed{} of each reference `solution` is checked against its `answer` field.
-GSM8K test: the "#### N" answer is checked against itself written as \\boxed{N}.
-Prints the agreement rate and lists every miss with the checker's reason.
+For every set that ships reference solutions, the final answer of each reference solution (its last
+\\boxed{}, read by reward.extract_answer as a completion would be) must be judged equal to the set's
+gold answer (data.load_problems' reading of the row):
+  MATH-500, MATH train, Minerva: the last \\boxed{} of `solution` against `answer`;
+  OlympiadBench: its solutions carry no \\boxed{}, so its `final_answer` as written (with its $...$)
+                 is boxed and checked against `answer`;
+  GSM8K test: the "#### N" answer against itself written as \\boxed{N}.
+Prints the agreement per set and lists every miss with the checker's reason.
 """
 
 import argparse
@@ -14,7 +19,33 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from reward import check, extract_answer, gold_answer  # noqa: E402
+from data import load_problems  # noqa: E402
+from reward import check, extract_answer  # noqa: E402
+
+# name -> (file, the reference's final answer written as a model would, the row's id)
+SETS = {
+    "MATH-500": ("math500_test.jsonl", lambda row: row["solution"], "unique_id"),
+    "MATH train": ("math_train.jsonl", lambda row: row["solution"], "unique_id"),
+    "Minerva": ("minerva_math_test.jsonl", lambda row: row["solution"], "idx"),
+    "OlympiadBench": ("olympiadbench_test.jsonl", lambda row: "\\boxed{%s}" % ", ".join(row["final_answer"]), "id"),
+    "GSM8K test": ("gsm8k_test.jsonl", lambda row: "\\boxed{%s}" % row["answer"].rsplit("####", 1)[1].strip(), None),
+}
+
+
+def agreement(path, reference, id_field):
+    """(right, total, misses): each gold answer of the file against its reference's final answer."""
+    with open(path, encoding="utf-8") as f:
+        rows = {i: json.loads(line) for i, line in enumerate(f, 1) if line.strip()}
+    right, misses = 0, []
+    problems = load_problems(path, log=lambda msg: None)         # rows with an empty gold are left out
+    for p in problems:
+        row = rows[p["line"]]
+        pred = extract_answer(reference(row))
+        good, reason = check(pred, p["gold"])
+        right += good
+        if not good:
+            misses.append((row.get(id_field, p["line"]) if id_field else p["line"], pred, p["gold"], reason))
+    return right, len(problems), misses
 
 
 def main():
@@ -22,33 +53,12 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--data-dir", default=os.path.join(here, "..", "..", "shared", "data"))
     args = ap.parse_args()
-    results = {}
     t0 = time.perf_counter()
-    misses = []
-    with open(os.path.join(args.data_dir, "math500_test.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    ok = 0
-    for row in rows:
-        pred = extract_answer(row["solution"])
-        good, reason = check(pred, row["answer"])
-        ok += good
-        if not good:
-            misses.append((row["unique_id"], pred, row["answer"], reason))
-    results["MATH-500 solution vs answer"] = (ok, len(rows))
-    with open(os.path.join(args.data_dir, "gsm8k_test.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    ok = 0
-    for row in rows:
-        gold = gold_answer(row["answer"])
-        good, reason = check(extract_answer("\\boxed{%s}" % gold), row["answer"].rsplit("####", 1)[1])
-        ok += good
-        if not good:
-            misses.append(("gsm8k", gold, row["answer"][-30:], reason))
-    results["GSM8K #### vs \\boxed{}"] = (ok, len(rows))
-    for name, (ok, n) in results.items():
-        print(f"{name}: {ok}/{n} = {100 * ok / n:.1f}%")
-    for m in misses:
-        print("MISS", *m, sep=" | ")
+    for name, (file, reference, id_field) in SETS.items():
+        right, n, misses = agreement(os.path.join(args.data_dir, file), reference, id_field)
+        print(f"{name}: {right}/{n} = {100 * right / n:.1f}%", flush=True)
+        for m in misses:
+            print("  MISS", *m, sep=" | ")
     print(f"({time.perf_counter() - t0:.1f} s)")
 
 

@@ -1,5 +1,7 @@
 """Helpers shared by the test files: a short training run's command line, a hand-made rollout batch,
-and a JSONL writer."""
+a JSONL writer, a tiny chat model on disk, and tiny benchmark files in their original layouts."""
+
+import json
 
 import torch
 from transformers import Qwen2ForCausalLM
@@ -41,3 +43,42 @@ def fixed_batch(tok, seed=0, rewards=(1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0)):
 def write_jsonl(path, lines):
     path.write_text("\n".join(lines) + "\n")
     return str(path)
+
+
+def tiny_chat_model(path):
+    """A tiny random Qwen2 with a character tokenizer and a Qwen-style chat template (<|im_end|> ends a
+    turn), saved to `path` as a Hugging Face model directory: the shape of a real chat model, offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config
+    chars = ["<pad>", "<|im_end|>", "<|im_start|>", "<unk>"] + [chr(c) for c in range(32, 127)] + ["\n"]
+    backend = Tokenizer(models.BPE({c: i for i, c in enumerate(chars)}, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<|im_end|>",
+                                  unk_token="<unk>")
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(chars), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         eos_token_id=1, pad_token_id=0))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def benchmark_files(d):
+    """Three problems per benchmark, each file in its own original layout."""
+    d.mkdir()
+    write_jsonl(d / "math500_test.jsonl", [json.dumps({"problem": f"What is {a}+{a}?", "answer": str(2 * a),
+                                                       "unique_id": f"test/x/{a}.json"}) for a in range(3)])
+    write_jsonl(d / "amc23_test.jsonl", [json.dumps({"id": a, "question": f"{a}+1?", "answer": float(a + 1)})
+                                         for a in range(3)])                         # AMC: answers as floats
+    write_jsonl(d / "minerva_math_test.jsonl", [json.dumps({"problem": f"{a}*2?", "solution": f"So \\boxed{{{2 * a}}}.",
+                                                            "idx": a}) for a in range(3)])   # the answer is in the box
+    write_jsonl(d / "aime25_test.jsonl", [json.dumps({"id": str(a), "question": f"{a}?", "answer": str(a)})
+                                          for a in range(3)])
+    write_jsonl(d / "olympiadbench_test.jsonl", [json.dumps({"id": 2790 + a, "question": f"{a}?",
+                                                             "final_answer": [f"${a}$", f"${a + 1}$"]})
+                                                 for a in range(3)])                 # a list of answers, in $...$
+    return d

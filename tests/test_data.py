@@ -14,11 +14,12 @@ from tiny_model import build_tiny_tokenizer
 def test_load_math_and_gsm8k_rows(tmp_path):
     math = write_jsonl(tmp_path / "math.jsonl", [json.dumps({"problem": "1+1?", "answer": "\\frac{1}{2}"}), "",
                                                  json.dumps({"problem": "2+2?", "answer": 4})])
-    assert load_problems(math) == [{"problem": "1+1?", "gold": "\\frac{1}{2}"}, {"problem": "2+2?", "gold": "4"}]
+    assert [(p["problem"], p["gold"], p["line"]) for p in load_problems(math)] == [("1+1?", "\\frac{1}{2}", 1),
+                                                                                 ("2+2?", "4", 3)]
     gsm = write_jsonl(tmp_path / "gsm.jsonl", [json.dumps({"question": "How many?", "answer": "so 1,080\n#### 1,080"})])
-    assert load_problems(gsm) == [{"problem": "How many?", "gold": "1080"}]
+    assert [(p["problem"], p["gold"]) for p in load_problems(gsm)] == [("How many?", "1080")]
     custom = write_jsonl(tmp_path / "c.jsonl", [json.dumps({"q": "x?", "a": "3"})])
-    assert load_problems(custom, "q", "a") == [{"problem": "x?", "gold": "3"}]
+    assert [(p["problem"], p["gold"]) for p in load_problems(custom, "q", "a")] == [("x?", "3")]
 
 
 @pytest.mark.parametrize("lines,message", [
@@ -26,7 +27,9 @@ def test_load_math_and_gsm8k_rows(tmp_path):
     (['{"problem": "a", "answer": "1"}', '{"problem": "b"}'], r"bad\.jsonl:2: missing field 'answer'"),
     (['{"text": "a", "answer": "1"}'], r"bad\.jsonl:1: missing field 'question'"),
     (['["a", "b"]'], r"bad\.jsonl:1: expected a JSON object"),
-    (['{"problem": "a", "answer": ""}'], r"bad\.jsonl:1: field 'answer' is empty"),
+    (['{"problem": "", "answer": "1"}'], r"bad\.jsonl:1: field 'problem' is empty"),
+    (['{"problem": "a", "answer": ["1"]}'], r"bad\.jsonl:1: field 'answer' is not text"),
+    (['{"problem": "a", "answer": ""}'], r"bad\.jsonl: no problems"),              # skipped, then none left
     ([""], r"bad\.jsonl: no problems"),
 ])
 def test_bad_data_names_file_and_line(tmp_path, lines, message):

@@ -88,3 +88,35 @@ def test_eval_command_line_end_to_end(tiny_model_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["problems"] == 12
     greedy = evaluation.main(["--model", tiny_model_dir, "--limit", "12", "--out", str(out)])
     assert greedy["temperature"] == 0.0 and "mean@1" in greedy
+
+
+def test_informative_share_by_hand():
+    from eval import informative_share
+    # 2 of 4 right: pairs drawn from the 4 samples differ in 4 of C(4,2) = 6 ways -> 2/3 (plug-in: 1/2)
+    assert informative_share(4, 2, 2) == pytest.approx(4 / 6)
+    assert informative_share(4, 0, 2) == 0.0 and informative_share(4, 4, 3) == 0.0
+    assert informative_share(4, 1, 4) == pytest.approx(1.0)           # all 4 together: always mixed
+    # G > k: the share at G = k, a lower bound (1 for a problem both right and wrong in k samples)
+    assert informative_share(2, 1, 8) == 1.0 and informative_share(4, 0, 16) == 0.0
+
+
+def test_group_size_diagnostic_by_hand():
+    from eval import group_size_diagnostic
+    # 4 problems x 4 samples: never right, always right, 2 of 4, 1 of 4
+    results = [{"correct": c} for c in ([False] * 4, [True] * 4, [True, True, False, False], [True, False, False, False])]
+    diag, lines = group_size_diagnostic(results, group_sizes=(2, 4))
+    assert diag["pass_rate_hist"]["0"] == 0.25 and diag["pass_rate_hist"]["1"] == 0.25
+    assert diag["pass_rate_hist"]["(0, 1/4]"] == 0.25 and diag["pass_rate_hist"]["(1/4, 1/2]"] == 0.25
+    # G = 2: (0 + 0 + 4/6 + 3/6) / 4;  G = 4: (0 + 0 + 1 + 1) / 4
+    assert diag["informative_share"][2] == pytest.approx((4 / 6 + 3 / 6) / 4)
+    assert diag["informative_share"][4] == pytest.approx(0.5)
+    assert diag["problems_with_signal"] == 0.5
+    assert "50% of your problems give G = 2 a signal" in lines[-1]
+
+
+def test_eval_prints_the_group_size_diagnostic(tiny_model_dir, tmp_path, capsys):
+    summary = evaluation.main(["--model", tiny_model_dir, "--samples", "4", "--temperature", "1.0", "--limit", "8",
+                               "--out", str(tmp_path / "r.jsonl")])
+    err = capsys.readouterr().err
+    assert "give G = 2 a signal" in err and "G = 16" in err
+    assert set(summary["group_size"]["informative_share"]) == {"2", "4", "8", "16"}

@@ -61,7 +61,8 @@ def test_data_parallel_step_equals_one_process_on_the_union_of_the_batches(tmp_p
                        nprocs=2, start_method="spawn")
     model, batch = fixed_batch(build_tiny_tokenizer())
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    policy_update(model, opt, Batch(*(getattr(batch, k) for k in GRPO_KEYS)), Config(**cfg_kwargs))
+    # the ranks skip their tied rows (--skip-ties, the default); one process here runs every row: the same step
+    policy_update(model, opt, Batch(*(getattr(batch, k) for k in GRPO_KEYS)), Config(**cfg_kwargs, skip_ties=False))
     r0 = torch.load(tmp_path / "rank0.pt")
     r1 = torch.load(tmp_path / "rank1.pt") if engine == "ddp" else r0     # FSDP: one gathered copy
     moved = 0.0

@@ -326,3 +326,17 @@ def test_gsm8k_answers_agree_with_themselves_boxed():
         rows = [json.loads(line) for line in f]
     golds = [extract_answer(r["answer"]) for r in rows]          # the text after "####"
     assert rewards(["\\boxed{%s}" % g for g in golds], golds) == [1.0] * len(rows)
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA), reason="../shared/data (the real problem sets) is not here")
+@pytest.mark.parametrize("name", ["MATH train", "Minerva", "OlympiadBench"])
+def test_every_reference_answer_agrees_with_its_gold(name):
+    """bench/reward_real_data.py's check of the sets with reference solutions: no miss."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("reward_real_data", os.path.join(os.path.dirname(__file__), "..",
+                                                                                    "bench", "reward_real_data.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    file, reference, id_field = bench.SETS[name]
+    right, n, misses = bench.agreement(os.path.join(DATA, file), reference, id_field)
+    assert misses == [] and right == n > 0

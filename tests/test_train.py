@@ -6,8 +6,8 @@ import signal
 
 import pytest
 import torch
-from helpers import fixed_batch, small_run_args, write_jsonl
-from transformers import AutoModelForCausalLM, Qwen2ForCausalLM
+from helpers import benchmark_files, fixed_batch, small_run_args, tiny_chat_model, write_jsonl
+from transformers import AutoModelForCausalLM
 
 import train
 from config import Config, parse_args
@@ -102,17 +102,90 @@ def test_two_micro_batches_of_4_give_the_gradient_of_one_batch_of_8(loss, aggreg
     assert torch.allclose(grads[2], grads[0], atol=1e-6, rtol=1e-4)
 
 
-def test_skipping_ties_does_not_change_the_gradient():
+def update(batch_and_model, off_policy=False, **cfg):
+    """policy_update with lr 0 (the gradient stays in p.grad): (flat gradient, logged statistics).
+    off_policy: old log-probs moved by up to +-0.3, so ratios differ from 1 (some clipped) and the
+    loss is not ~0 (on-policy, sequence-mean GRPO's loss is -mean(A) = 0)."""
+    model, batch = batch_and_model
+    if off_policy:
+        g = torch.Generator().manual_seed(1)
+        batch.old_logp = batch.old_logp + 0.3 * (2 * torch.rand(batch.old_logp.shape, generator=g) - 1)
+    cfg = Config(**{"grad_clip": 0.0, "max_new_tokens": 8, **cfg})
+    stats = policy_update(model, torch.optim.SGD(model.parameters(), lr=0.0), batch, cfg)
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]), stats
+
+
+def close(a, b, rel=1e-5):
+    """Equal up to float32 summation order: every entry within rel * the largest entry of b."""
+    return (a - b).abs().max() <= rel * b.abs().max()
+
+
+@pytest.mark.parametrize("aggregation", ["seq_mean", "token_mean", "seq_sum"])
+@pytest.mark.parametrize("micro_batch_size", [8, 3])
+def test_skipping_ties_is_a_pure_speed_up(aggregation, micro_batch_size):
+    """Rows 2 and 3 (prompt 1) tie: skipping them runs 6 of 8 rows, with the same loss and gradient."""
     tok = build_tiny_tokenizer()
-    grads = []
+    kept = []
+    real = train.microbatch_loss
+    run = {}
     for skip in (False, True):
-        model, batch = fixed_batch(tok)
-        cfg = Config(aggregation="token_mean", micro_batch_size=3, grad_clip=0.0, max_new_tokens=8, skip_ties=skip)
-        policy_update(model, torch.optim.SGD(model.parameters(), lr=0.0), batch, cfg)
-        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]))
-    # zero-advantage rows add nothing to the sum; only the normalization (tokens) differs
-    cos = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
-    assert cos > 0.999999
+        run["rows"] = 0
+
+        def counting(model, batch, idx, cfg):
+            run["rows"] += len(idx)
+            return real(model, batch, idx, cfg)
+        train.microbatch_loss = counting
+        try:
+            kept.append(update(fixed_batch(tok), off_policy=True, aggregation=aggregation,
+                               micro_batch_size=micro_batch_size, skip_ties=skip) + (run["rows"],))
+        finally:
+            train.microbatch_loss = real
+    (g_all, s_all, rows_all), (g_skip, s_skip, rows_skip) = kept
+    assert (rows_all, rows_skip) == (8, 6)
+    assert g_all.abs().max() > 0 and abs(s_all["loss"]) > 1e-3
+    assert close(g_skip, g_all)
+    assert s_skip["loss"] == pytest.approx(s_all["loss"], rel=1e-5)
+    assert s_skip["grad_norm"] == pytest.approx(s_all["grad_norm"], rel=1e-5)
+
+
+@pytest.mark.parametrize("aggregation", ["seq_mean", "token_mean"])
+def test_runs_with_and_without_skipping_ties_log_the_same_first_step(tmp_path, tiny_model_dir, aggregation):
+    rows = []
+    for skip in (True, False):
+        out = tmp_path / f"skip-{skip}"
+        train.main(small_run_args(tmp_path, tiny_model_dir, steps=1, prompts_per_step=16, group_size=8,
+                                  aggregation=aggregation,
+                                  skip_ties=skip, micro_batch_size=16, out_dir=str(out)))
+        rows.append(json.loads(open(out / "metrics.jsonl").readline()))
+    skip, full = rows
+    assert 0 < skip["tie_frac"] < 1                        # some pairs tie, some do not
+    assert skip["grad_norm"] == pytest.approx(full["grad_norm"], rel=1e-4)
+    # on-policy, sequence-mean GRPO's loss is -mean(A) = 0 up to rounding; token-mean's is not
+    assert skip["loss"] == pytest.approx(full["loss"], rel=1e-4, abs=1e-7)
+    assert aggregation == "seq_mean" or abs(full["loss"]) > 1e-4
+
+
+@pytest.mark.parametrize("aggregation", ["seq_mean", "seq_sum"])
+def test_filtering_ties_is_dapo_renormalisation(aggregation):
+    """--filter-ties averages over the 6 informative rows instead of all 8: the step is 8/6 as large."""
+    tok = build_tiny_tokenizer()
+    g_all, _ = update(fixed_batch(tok), aggregation=aggregation, skip_ties=False)
+    g_filter, _ = update(fixed_batch(tok), aggregation=aggregation, filter_ties=True)
+    assert close(g_filter, g_all * 8 / 6)
+
+
+def test_batch_level_two_grpo_is_online_dpo_over_the_informative_pairs():
+    """At the sampling policy, with sequence sums (seq_sum, max_tokens 1) and DPO's beta = 1 against the
+    sampler (dpo_ref old): 2-GRPO over the informative pairs only (--filter-ties) has DPO's batch
+    gradient; 2-GRPO over all P pairs has it times N / P (here 3 informative pairs of 4)."""
+    tok = build_tiny_tokenizer()
+    model, batch = fixed_batch(tok)
+    batch.ref_seq = (batch.old_logp * batch.mask).sum(1)                 # reference = the sampler
+    g_dpo, _ = update((model, batch), loss="dpo", dpo_beta=1.0, dpo_ref="old")
+    g_filter, _ = update(fixed_batch(tok), aggregation="seq_sum", max_new_tokens=1, filter_ties=True)
+    g_exact, _ = update(fixed_batch(tok), aggregation="seq_sum", max_new_tokens=1)
+    assert close(g_filter, g_dpo)
+    assert close(g_exact, g_dpo * 3 / 4)
 
 
 def test_real_model_directory_and_jsonl_data(tmp_path, tiny_model_dir):
@@ -166,23 +239,7 @@ def override(argv, **new):
 
 def test_one_gpu_recipe_from_the_readme_runs_on_a_tiny_qwen2(tmp_path):
     import eval as evaluation
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config
-    chars = ["<pad>", "<|im_end|>", "<|im_start|>", "<unk>"] + [chr(c) for c in range(32, 127)] + ["\n"]
-    backend = Tokenizer(models.BPE({c: i for i, c in enumerate(chars)}, merges=[], unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<|im_end|>",
-                                  unk_token="<unk>")
-    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(chars), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         eos_token_id=1, pad_token_id=0))
-    model_dir = tmp_path / "tiny-qwen2"
-    model.save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    model_dir = tiny_chat_model(tmp_path / "tiny-qwen2")
     rows = [json.dumps({"problem": f"What is {a} + {a}?", "answer": str(2 * a), "level": "Level 1"})
             for a in range(6)]
     data = write_jsonl(tmp_path / "math_train.jsonl", rows)
@@ -194,11 +251,12 @@ def test_one_gpu_recipe_from_the_readme_runs_on_a_tiny_qwen2(tmp_path):
     assert summary["rollouts"] == 3 * 4 * 2
     cfg = json.load(open(tmp_path / "run" / "config.json"))
     assert cfg["gradient_checkpointing"] and cfg["eps_high"] == 0.28 and cfg["template"] == "auto"
-    ev = override(readme_command("eval.py"), model=tmp_path / "run" / "model", data=held, samples=8,
-                  max_new_tokens=6)
-    ev = [a for a in ev if a not in ("32",)]                          # --pass-k 1 8 32 -> 1 8 with 8 samples
-    res = evaluation.main(ev + ["--out", str(tmp_path / "eval.jsonl")])
-    assert res["problems"] == 3 and "pass@8" in res and "mean@8" in res
+    ev = override(readme_command("eval.py"), model=tmp_path / "run" / "model", batch_size=8)
+    assert ev[ev.index("--suite") + 1] == "paper"
+    res = evaluation.main(ev + ["--data-dir", str(benchmark_files(tmp_path / "benchmarks")), "--samples", "2",
+                               "--max-new-tokens", "6", "--out", str(tmp_path / "suite")])
+    assert list(res) == ["MATH-500", "AMC 2023", "Minerva", "AIME 2025", "OlympiadBench"]
+    assert all(s["problems"] == 3 and "mean@2" in s for s in res.values())
 
 
 def flags_table():

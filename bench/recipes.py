@@ -1,0 +1,68 @@
+"""Recipes that fit: for each card size and model, the flags plan.py finds for full fine-tuning.
+
+    python bench/recipes.py            # prints the README's small-GPU table (config.json shapes only)
+
+Base run (the paper's setup scaled to one GPU): 2-GRPO, 64 prompts x 2 rollouts per step, 1024 new
+tokens, MATH prompts of at most 512 tokens, micro-batches of 8, fp32 weights with AdamW and bf16
+autocast (full fine-tuning, as the paper). For each card, plan.suggestions picks the first memory
+flags that fit (--logprob-chunk, --gradient-checkpointing, smaller micro-batches), else shards the
+state over 2, 4 or 8 such cards with torchrun --fsdp. Shapes are the models' real config.json
+values; no weights are loaded.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import plan  # noqa: E402
+from config import Config  # noqa: E402
+
+SHAPES = {   # config.json of each model (the fields plan.shape reads)
+    "Qwen2.5-0.5B-Instruct": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                                  num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "Qwen2.5-Math-1.5B": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                              num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "Qwen2.5-Math-7B": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                            num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
+}
+CARDS = [16, 24, 48, 80, 141]          # GiB: e.g. T4 / V100-16, RTX 4090 / A10, A6000 / L40S, A100 / H100, H200
+BASE = Config(group_size=2, prompts_per_step=64, max_new_tokens=1024, max_prompt_tokens=512, micro_batch_size=8)
+
+
+def model_config(name):
+    from transformers import Qwen2Config
+    return Qwen2Config(**SHAPES[name])
+
+
+def recipe(name, card):
+    """(flags, ranks, planned GiB with the CUDA context) for the model on a card; flags "" when the
+    base run fits as it is; None when nothing fits on 8 cards."""
+    s = plan.shape(model_config(name))
+    total = plan.plan(BASE, s, "cuda")[1]
+    if total / plan.GiB + plan.CONTEXT_GIB <= card:
+        return "", 1, total / plan.GiB + plan.CONTEXT_GIB
+    fixes = plan.suggestions(BASE, s, card, "cuda")
+    if not fixes:
+        return None
+    flags, total = fixes[0]
+    ranks = int(flags.split("--nproc_per_node ")[1].split()[0]) if flags.startswith("torchrun") else 1
+    return flags.split("train.py ... ")[-1], ranks, total / plan.GiB + plan.CONTEXT_GIB
+
+
+def table():
+    lines = ["| card (GiB) | model | flags added to the base run | GPUs | planned peak per GPU (GiB) | full fine-tuning |",
+             "|---|---|---|---|---|---|"]
+    for card in CARDS:
+        for name in SHAPES:
+            r = recipe(name, card)
+            if r is None:
+                lines.append(f"| {card} | {name} | does not fit, even sharded over 8 such cards (see below) | - | - "
+                             f"| no: LoRA or CPU offload would be needed |")
+                continue
+            flags, ranks, peak = r
+            lines.append(f"| {card} | {name} | {('`' + flags + '`') if flags else '(none)'} | {ranks} | {peak:.1f} | yes |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table())

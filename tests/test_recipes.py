@@ -1,0 +1,46 @@
+"""The README's recipes per card: the table is what bench/recipes.py prints, and every row's flags,
+run with --plan on a config of that model's shape, give the row's verdict."""
+
+import importlib.util
+import json
+import os
+import shlex
+
+import pytest
+
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location("recipes", os.path.join(ROOT, "bench", "recipes.py"))
+recipes = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(recipes)
+BASE = ["--group-size", "2", "--prompts-per-step", "64", "--max-new-tokens", "1024", "--max-prompt-tokens", "512",
+        "--micro-batch-size", "8"]
+
+
+def readme_rows():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    table = recipes.table()
+    assert table in text, "README recipe table is out of date: paste the output of python bench/recipes.py"
+    return [line.strip("|").split("|") for line in table.splitlines()[2:]]
+
+
+@pytest.mark.parametrize("row", range(len(recipes.CARDS) * len(recipes.SHAPES)))
+def test_each_recipe_gets_its_verdict(tmp_path, capsys, monkeypatch, row):
+    card, name, flags, gpus, peak, _ = [c.strip() for c in readme_rows()[row]]
+    model = tmp_path / name
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"],
+                                                   **recipes.SHAPES[name]}))
+    if flags.startswith("does not fit"):          # not even the most sharing of memory flags on 8 cards
+        monkeypatch.setenv("WORLD_SIZE", "8")
+        train.main(["--plan", "--model", str(model), *BASE, "--fsdp", "--logprob-chunk", "256",
+                    "--gradient-checkpointing", "--micro-batch-size", "1", "--rollout-batch-size", "8",
+                    "--gpu-memory", card])
+        assert "does not fit" in capsys.readouterr().out
+        return
+    monkeypatch.setenv("WORLD_SIZE", gpus)
+    extra = [] if flags == "(none)" else shlex.split(flags.strip("`"))
+    out = train.main(["--plan", "--model", str(model), *BASE, *extra, "--gpu-memory", card])
+    assert "fits:" in capsys.readouterr().out
+    assert out["total_gib"] + 0.75 == pytest.approx(float(peak), abs=0.06)
