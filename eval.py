@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import parallel
 from data import DataError, autocast, build_prompts, load_model_and_tokenizer, load_problems, tiny_task_problems
-from reward import extract_answer, is_equiv
+from reward import judge
 from rollout import sample, stop_token_ids
 
 
@@ -42,12 +42,14 @@ def pass_at_k(n, c, k):
 
 
 def evaluate(model, tokenizer, problems, samples=1, temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=64,
-             batch_size=64, seed=0, progress=True, pass_ks=None, eos_token_id=None, desc="eval"):
+             batch_size=64, seed=0, progress=True, pass_ks=None, eos_token_id=None, desc="eval", answer_fallback=False):
     """Score a model on problems (dicts with "prompt_ids" and "gold"; "problem" is carried along).
 
     returns {"mean@k": float, "pass@j": float for each j in pass_ks (default [k]), "results": [...]}
     where results has one row per problem: completions, extracted answers, correct flags.
     Sampling uses its own generator seeded with `seed`, so evaluating never moves training's RNG.
+    Each completion is judged by reward.judge; answer_fallback also reads answers that are not boxed
+    (a "Final Answer:" line, the last display-math block, the last number: for models that do not box).
     eos_token_id: the id(s) that end a completion; default rollout.stop_token_ids (the tokenizer's EOS
     and the generation config's, e.g. a chat model's end-of-turn token).
     """
@@ -66,8 +68,8 @@ def evaluate(model, tokenizer, problems, samples=1, temperature=0.0, top_p=1.0, 
                     pad_token_id=tokenizer.pad_token_id, generator=gen, tokenizer=tokenizer)
         for i, p in enumerate(chunk):
             texts = ro.texts[i * samples:(i + 1) * samples]
-            answers = [extract_answer(t) for t in texts]
-            correct = [is_equiv(a, p["gold"]) for a in answers]
+            judged = [judge(t, p["gold"], fallback=answer_fallback) for t in texts]     # (answer, right?)
+            answers, correct = [a for a, _ in judged], [ok for _, ok in judged]
             results.append({"problem": p.get("problem", ""), "gold": p["gold"], "completions": texts,
                             "answers": answers, "correct": correct})
         bar.update(len(chunk))
@@ -180,7 +182,7 @@ def _write_atomic(path, text):
 
 def run_suite(model, tok, files, out_dir, protocol, template="auto", batch_size=64, seed=0, model_name=""):
     """Evaluate every benchmark of `files` with `protocol` (samples, temperature, top_p, top_k,
-    max_new_tokens); per benchmark, the per-problem results (JSONL) and a summary are written to
+    max_new_tokens, answer_fallback); per benchmark, the per-problem results (JSONL) and a summary are written to
     out_dir, atomically, and a benchmark whose summary was written with the same protocol is not
     evaluated again (the run resumes). Returns (summaries, table in markdown)."""
     os.makedirs(out_dir, exist_ok=True)
@@ -199,7 +201,7 @@ def run_suite(model, tok, files, out_dir, protocol, template="auto", batch_size=
         with autocast(next(model.parameters()).device):
             res = evaluate(model, tok, prompts, samples=k, temperature=protocol["temperature"], top_p=protocol["top_p"],
                            top_k=protocol["top_k"], max_new_tokens=protocol["max_new_tokens"], batch_size=batch_size,
-                           seed=seed, pass_ks=[1, k], desc=name)
+                           seed=seed, pass_ks=[1, k], desc=name, answer_fallback=protocol.get("answer_fallback", False))
         _write_atomic(os.path.join(out_dir, slug + ".jsonl"), "".join(json.dumps(r) + "\n" for r in res["results"]))
         summaries[name] = {"file": path, "problems": len(prompts), "protocol": protocol,
                            f"mean@{k}": res[f"mean@{k}"], f"pass@{k}": res[f"pass@{k}"]}
@@ -255,6 +257,9 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=64, help="sequences sampled together")
     ap.add_argument("--out", default="", help="per-problem JSONL (default: eval_results.jsonl next to the model); "
                                               "with --suite a directory (default: eval_suite next to the model)")
+    ap.add_argument("--answer-fallback", action="store_true",
+                    help="also read answers that are not boxed (a 'Final Answer:' line, the last display-math block, "
+                         "the last number), for models that do not box; training never does")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
@@ -274,7 +279,7 @@ def suite_main(args):
     files = suite_files(args.suite, args.data_dir)
     for name, path in files.items():                        # every file checked before the model loads
         load_problems(path)
-    protocol = {"samples": args.samples or PAPER_PROTOCOL["samples"],
+    protocol = {"samples": args.samples or PAPER_PROTOCOL["samples"], "answer_fallback": args.answer_fallback,
                 "temperature": PAPER_PROTOCOL["temperature"] if args.temperature is None else args.temperature,
                 "top_p": PAPER_PROTOCOL["top_p"] if args.top_p is None else args.top_p,
                 "top_k": PAPER_PROTOCOL["top_k"] if args.top_k is None else args.top_k,
@@ -304,7 +309,7 @@ def evaluate_main(args):
     with autocast(device):                       # bf16 on CUDA
         res = evaluate(model, tok, problems, samples=samples, temperature=temperature, top_p=args.top_p or 1.0,
                        top_k=args.top_k or 0, max_new_tokens=max_new, batch_size=args.batch_size, seed=args.seed,
-                       pass_ks=args.pass_k)
+                       pass_ks=args.pass_k, answer_fallback=args.answer_fallback)
     out = args.out or os.path.join(args.model if os.path.isdir(args.model) else ".", "eval_results.jsonl")
     with open(out, "w") as f:
         for r in res["results"]:

@@ -21,24 +21,12 @@ process is left behind). Any failure means "not equal", with a reason for loggin
 import math
 import random
 import re
-import signal
-import threading
 from fractions import Fraction
 
 import sympy
 
-MAX_COMPLETION_CHARS = 200_000   # longer completions: only the tail is searched for an answer
-MAX_ANSWER_CHARS = 1_000         # a longer extracted answer is judged wrong
-MAX_DEPTH = 40                   # nesting depth of brackets / operators in the parser
-MAX_DIGITS = 5_000               # an exact number with more digits is refused
-MAX_EXPONENT = 10_000            # |n| in x^n when n is a number
-MAX_FACTORIAL = 1_000            # n in n!
-DEFAULT_TIMEOUT = 1.0            # seconds for one is_equiv call
-
-
-class Refused(Exception):
-    """The input is outside what the checker accepts (too big, too deep, not whitelisted)."""
-
+from mathparse import (DEFAULT_TIMEOUT, MAX_ANSWER_CHARS, MAX_COMPLETION_CHARS, Refused, _Timeout, parse_expression,
+                       time_limit)
 
 # ---------------------------------------------------------------------------------------------------
 # Extraction
@@ -58,35 +46,43 @@ def _braced(text, start):
     return None
 
 
-def last_boxed(text):
-    """Content of the last \\boxed{...} or \\fbox{...} with balanced braces, else None."""
-    pos = len(text)
-    for _ in range(100):  # an unbalanced last box: try the one before it, a bounded number of times
+def boxes(text, limit=100):
+    """Contents of the \\boxed{...} / \\fbox{...} groups of text, last first, at most `limit` of them;
+    an unbalanced box is passed over; "\\boxed 5" (no braces) is one token."""
+    out, pos = [], len(text)
+    for _ in range(limit):
         pos = max(text.rfind("\\boxed", 0, pos), text.rfind("\\fbox", 0, pos))
         if pos < 0:
-            return None
+            break
         j = pos + (6 if text.startswith("\\boxed", pos) else 5)
         while j < len(text) and text[j] == " ":
             j += 1
         if j < len(text) and text[j] == "{":
             inner = _braced(text, j)
             if inner is not None:
-                return inner
-        elif j < len(text):  # "\boxed 5": one token
+                out.append(inner)
+        elif j < len(text):
             m = re.match(r"[^\s$]+", text[j:j + MAX_ANSWER_CHARS])
             if m:
-                return m.group(0)
-    return None
+                out.append(m.group(0))
+    return out
+
+
+def last_boxed(text):
+    """Content of the last \\boxed{...} or \\fbox{...} with balanced braces, else None."""
+    found = boxes(text, limit=100)
+    return found[0] if found else None
 
 
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
 
 
-def extract_answer(text, last_number_fallback=False):
+def extract_answer(text, fallback=False):
     """The final answer a completion gives, as a string, or None.
 
-    In order: the last \\boxed{}/\\fbox{}; GSM8K's "#### N"; "the answer is X"; and, only when
-    last_number_fallback is on, the last number in the text.
+    In order: the last \\boxed{}/\\fbox{}; GSM8K's "#### N"; "the answer is X". With fallback=True
+    (for evaluating models that do not box; training keeps "no box, no reward"), then: a "Final
+    Answer: X" line, the last display-math block \\[...\\] or $$...$$, and the last number.
     """
     if not isinstance(text, str):
         return None
@@ -103,14 +99,27 @@ def extract_answer(text, last_number_fallback=False):
     if idx >= 0:
         m = re.match(r"\s*:?\s*([^\n]{1,%d})" % MAX_ANSWER_CHARS, text[idx + 13:])
         if m:
-            ans = m.group(1).strip()
-            ans = re.sub(r"\.\s.*$", "", ans)  # stop at the end of the sentence
-            return ans.strip().strip("$").rstrip(".").strip()
-    if last_number_fallback:
-        nums = re.findall(_NUMBER, text[-10_000:])
-        if nums:
-            return nums[-1]
-    return None
+            return _sentence(m.group(1))
+    if not fallback:
+        return None
+    idx = text.lower().rfind("final answer")
+    if idx >= 0:
+        m = re.match(r"\s*(?:is)?\s*:?\s*(?:the final answer is)?\s*:?\s*([^\n]{1,%d})" % MAX_ANSWER_CHARS,
+                     text[idx + 12:], re.IGNORECASE)
+        if m and _sentence(m.group(1)):
+            return _sentence(m.group(1))
+    blocks = re.findall(r"\\\[(.{1,%d}?)\\\]|\$\$(.{1,%d}?)\$\$" % (MAX_ANSWER_CHARS, MAX_ANSWER_CHARS),
+                        text[-20_000:], re.DOTALL)
+    if blocks:
+        return (blocks[-1][0] or blocks[-1][1]).strip()
+    nums = re.findall(_NUMBER, text[-10_000:])
+    return nums[-1] if nums else None
+
+
+def _sentence(ans):
+    """An answer written in a sentence: up to the end of the sentence, without $ and the final dot."""
+    ans = re.sub(r"\.\s.*$", "", ans.strip())
+    return ans.strip().strip("$").rstrip(".").strip().strip("$").strip()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -125,7 +134,7 @@ _UNIT_RE = re.compile(r"(?<=[\d}.)])\s*(?:%s)\^?\d?$" % "|".join(re.escape(u) fo
 
 def _unwrap_text(s):
     """\\text{...} and friends: units after a number are dropped, words are kept as plain text."""
-    s = re.sub(r"\\(?:mbox|mathrm|textbf|mathbf|textit|operatorname)\s*{", r"\\text{", s)
+    s = re.sub(r"\\(?:mbox|mathrm|textbf|mathbf|textit|textnormal|textrm|textsf|operatorname)\s*{", r"\\text{", s)
     stripped = re.sub(r"\\text\s*{[^{}]*}(?:\^\s*{?\d}?)?", "", s)   # a unit, maybe squared
     if re.search(r"\d", stripped) and stripped.strip() not in ("", "(", ")"):
         return stripped                          # "5.4 \text{ cents}" -> "5.4"
@@ -141,8 +150,19 @@ def normalize(s):
     s = s.replace("\\$", "").replace("$", "")
     s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])\s*", "", s)
     s = re.sub(r"\\(?:displaystyle|textstyle)", "", s)
-    s = re.sub(r"(?<!\\)\\[!,;: ]|~", "", s)            # thin spaces, but not the row break \\
-    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = re.sub(r"(?<!\\)\\[!,;: ]\s*|~", "", s)         # thin spaces, but not the row break \\
+    s = re.sub(r"\\[dtc]frac", r"\\frac", s)
+    s = re.sub(r"\\[dt]binom", r"\\binom", s)
+    # relations, one spelling each: \le \ge \ne < >
+    s = re.sub(r"\\(?:leqslant|leq|le)(?![a-zA-Z])|<=", r"\\le ", s)
+    s = re.sub(r"\\(?:geqslant|geq|ge)(?![a-zA-Z])|>=", r"\\ge ", s)
+    s = re.sub(r"\\(?:neq|ne)(?![a-zA-Z])|!=", r"\\ne ", s)
+    s = re.sub(r"\\lt(?![a-zA-Z])", "<", s)
+    s = re.sub(r"\\gt(?![a-zA-Z])", ">", s)
+    s = re.sub(r"\\operatorname\s*{(gcd|lcm|min|max)}", r"\\\1", s)
+    if re.search(r"\d", s):                                 # "3 and -5", "x = 3 \text{ or } x = -5", "3; -5"
+        s = re.sub(r"\\text\s*{\s*(?:and|or)\s*}|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z])", ",", s)
+        s = s.replace(";", ",")
     s = re.sub(r"\^\s*{\s*\\circ\s*}|\^\s*\\circ|\u00b0", "", s)
     s = s.replace("\\%", "").replace("%", "")
     s = _unwrap_text(s)
@@ -150,18 +170,16 @@ def normalize(s):
     s = re.sub(r"\.$", "", s).strip()
     s = _UNIT_RE.sub("", s).strip()
     s = s.replace("{,}", ",")
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s.replace(" ", "")):
-        s = s.replace(",", "")                   # thousands separators: "58,500" -> "58500"
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
+        s = s.replace(",", "")                   # thousands separators: "58,500" -> "58500", not "41, 205"
+    if re.fullmatch(r"\d( \d)+", s):
+        s = s.replace(" ", "")                   # spaced digits, as \mathbf{1 4 4 0 0} is written
     # \frac12 -> \frac{1}{2}, \frac1{x} -> \frac{1}{x}, \sqrt2 -> \sqrt{2}
     s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
     s = re.sub(r"\\frac\s*(\d)\s*{", r"\\frac{\1}{", s)
     s = re.sub(r"\\frac\s*{([^{}]*)}\s*(\d)", r"\\frac{\1}{\2}", s)
     s = re.sub(r"\\sqrt\s*(\d+|[a-zA-Z])", r"\\sqrt{\1}", s)
     s = re.sub(r"^[a-zA-Z]\s*\\in(?![a-zA-Z])", "", s)       # "x \in [2, 5)" -> "[2, 5)"
-    # a leading "x =" / "y=" (one variable) is not part of the value
-    m = re.fullmatch(r"\s*[a-zA-Z](?:_\{?\w+\}?)?\s*=(?!=)(.*)", s)
-    if m and "=" not in m.group(1):
-        s = m.group(1)
     return re.sub(r"\s+", " ", s).strip()   # spaces kept (once): "\log_2 8" is not "\log_28"
 
 
@@ -194,301 +212,8 @@ def parse_number(s):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Step 3: our own whitelisted parser -> sympy
+# Step 3: expressions (parsed by mathparse.py, our own whitelisted parser -> sympy)
 # ---------------------------------------------------------------------------------------------------
-_FUNCS = {"sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "cot": sympy.cot, "sec": sympy.sec,
-          "csc": sympy.csc, "arcsin": sympy.asin, "arccos": sympy.acos, "arctan": sympy.atan,
-          "sinh": sympy.sinh, "cosh": sympy.cosh, "tanh": sympy.tanh, "exp": sympy.exp,
-          "ln": sympy.log, "log": sympy.log}
-_GREEK = {"alpha", "beta", "gamma", "delta", "theta", "phi", "varphi", "lambda", "mu", "omega", "rho",
-          "sigma", "tau", "epsilon", "varepsilon", "psi", "eta", "kappa", "nu", "xi", "zeta", "chi"}
-_TOKEN = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][+-]?\d+(?![a-zA-Z]))?|\.\d+)"  # number
-                    r"|\\([a-zA-Z]+)"                                         # \command
-                    r"|([a-zA-Z])"                                            # letter
-                    r"|(\\{|\\}|[-+*/^()\[\]{}!|_,]))")                       # punctuation
-
-
-def tokenize(s):
-    if len(s) > MAX_ANSWER_CHARS:
-        raise Refused("answer too long")
-    tokens, pos = [], 0
-    s = s.rstrip()
-    while pos < len(s):
-        m = _TOKEN.match(s, pos)
-        if not m or m.end() == pos:
-            raise Refused(f"unexpected character {s[pos]!r}")
-        num, cmd, letter, punct = m.groups()
-        if num is not None:
-            if len(num) > 100:
-                raise Refused("number literal too long")
-            tokens.append(("num", num))
-        elif cmd is not None:
-            tokens.append(("cmd", cmd))
-        elif letter is not None:
-            tokens.append(("var", letter))
-        else:
-            tokens.append(("p", punct))
-        pos = m.end()
-    return tokens
-
-
-def _check_size(x):
-    """Refuse exact numbers with more than MAX_DIGITS digits (they make everything after slow)."""
-    if isinstance(x, sympy.Rational):
-        bits = max(abs(int(x.p)).bit_length(), abs(int(x.q)).bit_length())
-        if bits * 0.30103 > MAX_DIGITS:
-            raise Refused("number too large")
-    return x
-
-
-def _power(base, exp):
-    """base ** exp, refusing results that would be astronomically large."""
-    if exp.is_Number:
-        if abs(exp) > MAX_EXPONENT and not (base.is_Number and abs(base) <= 1):
-            raise Refused("exponent too large")
-        if base.is_Rational and exp.is_Integer:
-            b = max(abs(int(base.p)), abs(int(base.q)), 2)
-            if abs(int(exp)) * math.log10(b) > MAX_DIGITS:
-                raise Refused("power too large")
-    elif exp.has(sympy.zoo, sympy.nan):
-        raise Refused("undefined exponent")
-    out = sympy.Pow(base, exp)
-    if out.is_Pow and out.exp.is_Number and abs(out.exp) > MAX_EXPONENT:  # (x^9999)^9999 = x^99980001
-        raise Refused("exponent too large")
-    return _check_size(out)
-
-
-class _Parser:
-    """Recursive descent over the token list. Grammar (lowest binding first):
-
-        expr    := term (('+' | '-') term)*
-        term    := unary (('*' | '/' | \\cdot | \\times | \\div) unary | <implicit> postfix)*
-        unary   := ('+' | '-') unary | postfix
-        postfix := atom ('^' exponent | '!' | '_' group)*
-        atom    := number | letter | \\pi | \\infty | greek | ( expr ) | { expr } | [ expr ] | | expr |
-                 | \\frac group group | \\sqrt [ '[' expr ']' ] group | func [^exponent] argument
-    """
-
-    def __init__(self, tokens):
-        self.toks, self.i, self.depth = tokens, 0, 0
-
-    def peek(self, k=0):
-        j = self.i + k
-        return self.toks[j] if j < len(self.toks) else (None, None)
-
-    def take(self, kind=None, value=None):
-        tok = self.peek()
-        if tok[0] is None or (kind and tok[0] != kind) or (value is not None and tok[1] != value):
-            raise Refused(f"expected {value or kind}, got {tok[1]!r}")
-        self.i += 1
-        return tok
-
-    def enter(self):
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise Refused("nested too deeply")
-
-    def parse(self):
-        out = self.expr()
-        if self.peek()[0] is not None:
-            raise Refused(f"unexpected {self.peek()[1]!r}")
-        return out
-
-    def expr(self):
-        self.enter()
-        out = self.term()
-        while self.peek() in (("p", "+"), ("p", "-")):
-            op = self.take()[1]
-            rhs = self.term()
-            out = _check_size(out + rhs if op == "+" else out - rhs)
-        self.depth -= 1
-        return out
-
-    def starts_atom(self):
-        kind, val = self.peek()
-        if kind in ("num", "var"):
-            return True
-        if kind == "cmd":
-            return val in ("frac", "sqrt", "pi", "infty") or val in _FUNCS or val in _GREEK
-        return kind == "p" and val in ("(", "{", "[")
-
-    def term(self):
-        out = self.unary()
-        while True:
-            kind, val = self.peek()
-            if (kind, val) in (("p", "*"), ("cmd", "cdot"), ("cmd", "times")):
-                self.take()
-                out = _check_size(out * self.unary())
-            elif (kind, val) in (("p", "/"), ("cmd", "div")):
-                self.take()
-                den = self.unary()
-                if den == 0:
-                    raise Refused("division by zero")
-                out = _check_size(out / den)
-            elif self.starts_atom():  # implicit multiplication: 2x, 3\sqrt{2}, (a)(b)
-                out = _check_size(out * self.postfix())
-            else:
-                return out
-
-    def unary(self):
-        if self.peek() == ("p", "-"):
-            self.take()
-            self.enter()
-            out = -self.unary()
-            self.depth -= 1
-            return out
-        if self.peek() == ("p", "+"):
-            self.take()
-            return self.unary()
-        return self.postfix()
-
-    def postfix(self):
-        self.enter()
-        out = self.atom()
-        while True:
-            tok = self.peek()
-            if tok == ("p", "^"):
-                self.take()
-                out = _power(out, self.exponent())
-            elif tok == ("p", "!"):
-                self.take()
-                if not (out.is_Integer and 0 <= out <= MAX_FACTORIAL):
-                    raise Refused("factorial of a large or non-integer number")
-                out = sympy.factorial(out)
-            else:
-                break
-        self.depth -= 1
-        return out
-
-    def exponent(self):
-        """What follows ^: a {group}, or one signed atom (x^2, x^-1, e^x)."""
-        if self.peek() == ("p", "-"):
-            self.take()
-            return -self.exponent()
-        return self.atom()
-
-    def group(self):
-        """A {...} argument, or a single token (as in \\frac12 or \\sqrt2)."""
-        if self.peek() == ("p", "{"):
-            self.take()
-            out = self.expr()
-            self.take("p", "}")
-            return out
-        return self.atom()
-
-    def atom(self):
-        self.enter()
-        kind, val = self.take()
-        if kind == "num":
-            out = _check_size(sympy.Rational(Fraction(val)))
-        elif kind == "var":
-            out = {"e": sympy.E, "i": sympy.I}.get(val) or sympy.Symbol(val)
-            if self.peek() == ("p", "_"):  # subscripted variable a_1, a_{12}
-                self.take()
-                sub = self.take()[1] if self.peek() != ("p", "{") else self._subscript()
-                out = sympy.Symbol(f"{val}_{sub}")
-        elif kind == "p" and val in ("(", "[", "{"):
-            close = {"(": ")", "[": "]", "{": "}"}[val]
-            out = self.expr()
-            self.take("p", close)
-        elif kind == "p" and val == "|":
-            out = sympy.Abs(self.expr())
-            self.take("p", "|")
-        elif kind == "cmd" and val == "frac":
-            num = self.group()
-            den = self.group()
-            if den == 0:
-                raise Refused("division by zero")
-            out = _check_size(num / den)
-        elif kind == "cmd" and val == "sqrt":
-            index = sympy.Integer(2)
-            if self.peek() == ("p", "["):
-                self.take()
-                index = self.expr()
-                self.take("p", "]")
-                if not (index.is_Integer and 2 <= index <= 100):
-                    raise Refused("unsupported root index")
-            out = _power(self.group(), 1 / index)
-        elif kind == "cmd" and val == "pi":
-            out = sympy.pi
-        elif kind == "cmd" and val == "infty":
-            out = sympy.oo
-        elif kind == "cmd" and val in _GREEK:
-            out = sympy.Symbol(val)
-        elif kind == "cmd" and val in _FUNCS:
-            out = self.function(val)
-        else:
-            raise Refused(f"unsupported {val!r}")
-        self.depth -= 1
-        return out
-
-    def _subscript(self):
-        self.take("p", "{")
-        parts = []
-        while self.peek() != ("p", "}"):
-            kind, val = self.take()
-            if kind not in ("num", "var"):
-                raise Refused("unsupported subscript")
-            parts.append(val)
-        self.take("p", "}")
-        return "".join(parts)
-
-    def function(self, name):
-        """\\sin x, \\sin^2 x, \\sin(x), \\log_2 8, \\log_{10}(x)."""
-        base = None
-        if name == "log" and self.peek() == ("p", "_"):
-            self.take()
-            base = self.group()
-        power = None
-        if self.peek() == ("p", "^"):
-            self.take()
-            power = self.exponent()
-        arg = self.postfix()
-        out = _FUNCS[name](arg) if base is None else sympy.log(arg, base)
-        return out if power is None else _power(out, power)
-
-
-def parse_expression(s):
-    """A normalized answer string -> sympy expression, using only the whitelisted grammar above."""
-    plain = re.sub(r"(?<![\\a-zA-Z])(sin|cos|tan|cot|sec|csc|log|ln|exp|sqrt|pi)(?![a-zA-Z])", r"\\\1", s)
-    return _Parser(tokenize(plain)).parse()
-
-
-# ---------------------------------------------------------------------------------------------------
-# Deciding equality of two sympy expressions
-# ---------------------------------------------------------------------------------------------------
-class _Timeout(Exception):
-    pass
-
-
-class time_limit:
-    """A hard time limit for the block, via SIGALRM, in the main thread (no thread, no process).
-
-    Elsewhere (a worker thread) it cannot interrupt, and `hard` is False: callers then skip the one
-    unbounded step (sympy.simplify). Nested limits keep the outer one.
-    """
-
-    def __init__(self, seconds):
-        self.seconds = seconds
-        self.hard = (threading.current_thread() is threading.main_thread()
-                     and hasattr(signal, "setitimer")
-                     and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
-
-    def __enter__(self):
-        if self.hard:
-            def on_alarm(signum, frame):
-                raise _Timeout()
-            self.old = signal.signal(signal.SIGALRM, on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, self.seconds)
-        return self
-
-    def __exit__(self, *exc):
-        if self.hard:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.old)
-        return False
-
-
 def _numeric(x, point, prec=30):
     """x evaluated at `point` ({symbol: Float}) as a complex number, or None where undefined.
     (evalf with subs= evaluates in floating point: no exact power towers are ever expanded.)"""
@@ -579,7 +304,8 @@ def structure(s):
     """Classify a normalized answer: (kind, payload).
 
     ("matrix", rows), ("union", parts), ("set", items), ("seq", (open, close, items)), ("list", items),
-    ("pm", items) for "a \\pm b", ("eq", (lhs, rhs)), ("atom", s).
+    ("pm", items) for "a \\pm b", ("eq", (lhs, rhs)), ("atom", s). An inequality in one variable is
+    the interval it describes, a "seq": "x > 3" is (3, \\infty), "-4 \\le x \\le 9" is [-4, 9].
     """
     m = re.fullmatch(r"\\begin{([pbvB]?matrix|array)}(?:{[^{}]*})?(.*)\\end{\1}", s)
     if m:
@@ -598,10 +324,57 @@ def structure(s):
         return "list", items
     if "\\pm" in s and s.count("\\pm") == 1:
         return "pm", [s.replace("\\pm", "+"), s.replace("\\pm", "-")]
+    interval = inequality_interval(s)
+    if interval is not None:
+        return "seq", interval
     sides = split_top(s, "=")
     if len(sides) == 2:
         return "eq", tuple(sides)
     return "atom", s
+
+
+_RELATION = re.compile(r"\\le(?![a-zA-Z])|\\ge(?![a-zA-Z])|<|>")
+
+
+def _half_line(diff, op):
+    """The solutions of `diff op 0` for diff linear in one variable: (lo, lo_closed, hi, hi_closed), or None.
+    c v + k < 0 is v < -k/c when c > 0, and v > -k/c when c < 0 (the relation turns)."""
+    symbols = diff.free_symbols
+    if len(symbols) != 1:
+        return None
+    v = symbols.pop()
+    c = diff.diff(v)
+    k = diff - c * v
+    if not (c.is_number and k.is_number and c.is_real and c != 0 and not k.has(v)):
+        return None
+    bound = -k / c
+    below = op in ("<", "\\le")                     # diff < 0 or diff <= 0
+    if c < 0:
+        below = not below
+    closed = op in ("\\le", "\\ge")
+    return (-sympy.oo, False, bound, closed) if below else (bound, closed, sympy.oo, False)
+
+
+def inequality_interval(s):
+    """"x > 3" -> ("(", ")", ["3", "\\infty"]); "7 \\le x" and "-x \\le -7" too; "a < x \\le b" -> "(a, b]".
+    None when s is not one or two relations between expressions linear in one variable."""
+    ops = _RELATION.findall(s)
+    if not ops or len(ops) > 2 or len(s) > 200:
+        return None
+    try:
+        sides = [parse_expression(part) for part in _RELATION.split(s)]
+    except (Refused, RecursionError):
+        return None
+    lo, lo_closed, hi, hi_closed = -sympy.oo, False, sympy.oo, False
+    for (left, op, right) in zip(sides, ops, sides[1:]):       # a chain a < x <= b is two relations
+        half = _half_line(left - right, op)
+        if half is None:
+            return None
+        if half[0] != -sympy.oo:
+            lo, lo_closed = half[0], half[1]
+        if half[2] != sympy.oo:
+            hi, hi_closed = half[2], half[3]
+    return ("[" if lo_closed else "("), ("]" if hi_closed else ")"), [sympy.latex(lo), sympy.latex(hi)]
 
 
 def _unordered_equal(xs, ys, eq):
@@ -625,6 +398,34 @@ def _text_key(s):
     return m.group(1) if m else s
 
 
+_LABEL = re.compile(r"\s*((?:[A-Za-z]{1,3}'*(?:_\{?\w+\}?)?(?:\([^()=]{0,20}\))?)|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))"
+                    r"\s*=(?!=)(.*)")
+
+
+def _label(s):
+    """(label, value) of "x = 5", "x_1 = 2", "PQ = 6", "f(2) = 7", "(a, b) = (4, 1)"; (None, s) otherwise
+    (and for lists: each item is looked at on its own)."""
+    m = _LABEL.fullmatch(s)
+    if m and len(split_top(s)) == 1 and m.group(2).strip():
+        return m.group(1), m.group(2).strip()
+    return None, s
+
+
+def _percent_word(s):
+    """"50 percent" is "50\\%"."""
+    return re.sub(r"\s*(?:\\text\s*{\s*percent\s*}|percent)\s*\.?\s*$", r"\\%", s) if "percent" in s else s
+
+
+def _rounds_to(text, value, other):
+    """True when `text` is a decimal of 10 or more significant digits that rounds or truncates the
+    exact number `other`: |value - other| < one unit of its last digit. Shorter decimals must be
+    exact against a rational gold ("express as a common fraction": 0.0714 is not 1/14)."""
+    m = re.fullmatch(r"-?(\d*)\.(\d+)", text)
+    if not m or len((m.group(1) + m.group(2)).lstrip("0")) < 10:
+        return False
+    return abs(value - other) < Fraction(1, 10 ** len(m.group(2)))
+
+
 class _Checker:
     """One is_equiv call: normalization, numbers, expressions, structures, with a shared budget."""
 
@@ -637,6 +438,7 @@ class _Checker:
         self.calls += 1
         if depth > 8 or self.calls > 500:
             raise Refused("structure too large")
+        pred, gold = _percent_word(pred), _percent_word(gold)
         p, g = normalize(pred), normalize(gold)
         pc, gc = p.replace(" ", ""), g.replace(" ", "")
         if pc == gc:                                            # step 1
@@ -648,7 +450,11 @@ class _Checker:
             if pn == gn:
                 return True
             # "50\%" against "0.5": a percent sign on one side only may also mean "divide by 100"
-            return ("%" in pred and pn / 100 == gn) or ("%" in gold and gn / 100 == pn)
+            return (("%" in pred and pn / 100 == gn) or ("%" in gold and gn / 100 == pn)
+                    or _rounds_to(pc, pn, gn) or _rounds_to(gc, gn, pn))
+        sides = self.labels_and_chains(p, g, depth)             # "x = 5", "PQ = 6", "\sqrt{256} = 16"
+        if sides is not None:
+            return sides
         kp, vp = structure(p)                                   # step 4 (structures come first
         kg, vg = structure(g)                                   # so that (1,2) is not an expression)
         if kp != "atom" or kg != "atom":
@@ -663,10 +469,33 @@ class _Checker:
         approx = "." in p or "." in g
         return expressions_equal(ep, eg, approx=approx, allow_simplify=self.allow_simplify)
 
+    def labels_and_chains(self, p, g, depth):
+        """A label before the value ("x = 5", "PQ = 6", "f(2) = 7", "(a, b) = (4, 1)") is not part of
+        it: against a gold without "=", the value counts; two labelled answers need the same label.
+        A chain of equalities ("\\sqrt{324 - 68} = \\sqrt{256} = 16") against a value: its last side.
+        None when neither applies (then an equation is compared as an equation, step 4)."""
+        eq = lambda a, b: self.equal(a, b, depth + 1)  # noqa: E731
+        (pl, pv), (gl, gv) = _label(p), _label(g)
+        if pl is not None and gl is not None:
+            return pl.replace(" ", "") == gl.replace(" ", "") and eq(pv, gv)
+        p_sides, g_sides = split_top(p, "="), split_top(g, "=")
+        if pl is not None and len(g_sides) == 1:
+            return eq(pv, g)
+        if gl is not None and len(p_sides) == 1:
+            return eq(p, gv)
+        if len(p_sides) > 1 and len(g_sides) == 1 and len(split_top(p)) == 1:
+            return eq(p_sides[-1], g)
+        if len(g_sides) > 1 and len(p_sides) == 1 and len(split_top(g)) == 1:
+            return eq(p, g_sides[-1])
+        return None
+
     def structures_equal(self, kp, vp, kg, vg, depth):
         eq = lambda a, b: self.equal(a, b, depth + 1)  # noqa: E731
         unordered = ("set", "list", "pm")
         if kp in unordered and kg in unordered:
+            gold_keys = [x.replace(" ", "") for x in vg]
+            if len(set(gold_keys)) == len(gold_keys):            # the gold lists each answer once: so may we
+                vp = list({x.replace(" ", ""): x for x in vp}.values())
             return _unordered_equal(vp, vg, eq)
         if kp != kg:
             return False
@@ -736,20 +565,46 @@ def gold_answer(text):
     return text.strip()
 
 
-def rewards(completions, golds, timeout=DEFAULT_TIMEOUT, last_number_fallback=False):
-    """1.0 for each completion whose extracted final answer equals its gold answer, else 0.0.
+def answer_count(gold):
+    """How many answers a gold answer lists: its top-level items ("3, -5": 2), 2 for "a \\pm b", else 1."""
+    kind, items = structure(normalize(gold))
+    return len(items) if kind in ("list", "set", "pm") else 1
 
-    completions, golds: lists of strings, same length. Repeated (answer, gold) pairs in the batch
-    (common: G rollouts of one prompt often agree) are checked once.
+
+def judge(completion, gold, timeout=DEFAULT_TIMEOUT, fallback=False):
+    """(the answer read, right?) for one completion. The answer is extract_answer's (its last box);
+    when the gold lists k > 1 answers and the completion boxed them one by one ("\\boxed{3} and
+    \\boxed{-5}"), its last k boxes, read as a list, are the answer."""
+    pred = extract_answer(completion, fallback)
+    if is_equiv(pred, gold, timeout):
+        return pred, True
+    k = answer_count(gold) if isinstance(completion, str) and completion.count("box") > 1 else 1
+    if k > 1:
+        found = boxes(completion[-MAX_COMPLETION_CHARS:], limit=k)
+        if len(found) == k:
+            several = ", ".join(b.strip() for b in reversed(found))
+            if is_equiv(several, gold, timeout):
+                return several, True
+    return pred, False
+
+
+def rewards(completions, golds, timeout=DEFAULT_TIMEOUT, fallback=False):
+    """1.0 for each completion whose final answer (judge) equals its gold answer, else 0.0.
+
+    completions, golds: lists of strings, same length. Repeated (completion, gold) pairs in the batch
+    (common: G rollouts of one prompt often agree) are judged once. fallback: see extract_answer
+    (off for training: no box, no reward).
     """
     if len(completions) != len(golds):
         raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
-    cache = {}
+    cache, counts = {}, {}
     out = []
     for text, gold in zip(completions, golds):
-        pred = extract_answer(text, last_number_fallback)
-        key = (pred, gold)
+        several = isinstance(text, str) and text.count("box") > 1
+        if several and gold not in counts:
+            counts[gold] = answer_count(gold)
+        key = (text if several and counts[gold] > 1 else extract_answer(text, fallback), gold)
         if key not in cache:
-            cache[key] = 1.0 if is_equiv(pred, gold, timeout) else 0.0
+            cache[key] = 1.0 if judge(text, gold, timeout, fallback)[1] else 0.0
         out.append(cache[key])
     return out

@@ -30,7 +30,10 @@ def perturb(ans):
 
 
 def rewrite(ans):
-    return re.sub(r"(?<![\d ])\\frac{(\d+)}{(\d+)}", r"\1/\2", ans).replace(",", ", ")
+    """\\frac{a}{b} -> a/b, and a space after each comma that separates items (not after a thousands
+    separator: "58, 500" is a list of two numbers, "58,500" one number)."""
+    ans = re.sub(r"(?<![\d ])\\frac{(\d+)}{(\d+)}", r"\1/\2", ans)
+    return re.sub(r",(?!\s|\\!|\d{3}(?!\d))", ", ", ans)
 
 
 def rate(pairs):

@@ -159,9 +159,9 @@ def test_extract_answer(text, want):
     assert extract_answer(text) == want
 
 
-def test_last_number_fallback_is_off_by_default():
+def test_the_fallbacks_are_off_by_default():
     assert extract_answer("I think 3 then 4") is None
-    assert extract_answer("I think 3 then 4", last_number_fallback=True) == "4"
+    assert extract_answer("I think 3 then 4", fallback=True) == "4"
 
 
 def test_gold_answer_of_gsm8k_and_math():
@@ -180,7 +180,8 @@ def test_rewards_batch_and_cache():
 def test_normalize_examples():
     assert normalize("\\left( 3, \\dfrac{\\pi}{2} \\right)") == "( 3, \\frac{\\pi}{2} )"
     assert normalize("$10\\,000$.") == "10000"
-    assert normalize("x = 5") == "5"
+    assert normalize("x \\in [2, 5)") == "[2, 5)"
+    assert normalize("3 \\text{ and } -5") == "3 , -5" and normalize("41, 205") == "41, 205"
 
 
 def test_no_answer_gives_reward_zero_and_a_reason():
