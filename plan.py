@@ -11,8 +11,9 @@ V vocabulary, b sequences of one micro-batch, S = prompt + new tokens of a seque
 R rows sampled together, w bytes per weight (4 fp32, 2 bf16), a bytes per activation (2 under bf16
 autocast on CUDA, 4 in fp32 on a CPU), W ranks.
 
-The peak is the state that stays (weights, gradients, AdamW moments, a reference model) plus the
-larger of the two phases that come and go: the backward pass of one micro-batch, or sampling.
+The peak is the state that stays (weights, AdamW moments, a reference model) plus the larger of the
+two phases that come and go: the forward and backward of one micro-batch (with the gradients from
+the second micro-batch on), or sampling (with the gradients of the last update).
 """
 
 import torch
@@ -25,9 +26,10 @@ GiB = 2 ** 30
 #   q/k/v, o, gate/up, down projections: their inputs  (3 + 1 + 2) x a h + a I
 #   rotary embedding of q and k, SDPA inputs + output 3 x a (h + kv) + a h
 #   SiLU(gate), gate * up: their inputs               3 x a I
-# which gives about 16h + a (10h + 3kv + 4I); measured against bench/memory.py (CPU) the fp32 count
-# is closer to 1.25x that, which ACT_SLACK covers (allocator rounding, temporaries alive at the peak).
-ACT_SLACK = 1.25
+# which gives about 16h + a (10h + 3kv + 4I); fitted against bench/memory.py's measurements (CPU,
+# fp32, three shapes, four options) the count is closer to 1.1x that, which ACT_SLACK covers
+# (allocator rounding, temporaries alive at the peak).
+ACT_SLACK = 1.1
 
 
 def shape(config):
@@ -53,9 +55,10 @@ def activation_bytes_per_token(s, a, checkpointing):
 def logit_bytes(s, a, b, T, chunk):
     """The log-prob head of one micro-batch: logits (b, T, V) in a bytes, their fp32 copy when a = 2,
     the log-softmax's exp temporary and the logits' gradient in fp32 (rollout.sequence_logprobs and
-    grpo.token_logprobs); with --logprob-chunk c only (b, c, V) of them exist at a time, plus the
-    hidden states (b, T, h) in fp32 that the chunks read."""
-    per_position = s["V"] * (a + (4 if a == 2 else 0) + 4 + 4)
+    grpo.token_logprobs), and about half an fp32 copy more of the backward's temporaries (measured);
+    with --logprob-chunk c only (b, c, V) of them exist at a time, plus the hidden states (b, T, h)
+    in fp32 that the chunks read."""
+    per_position = s["V"] * (a + (4 if a == 2 else 0) + 4 + 4 + 2)
     if chunk:
         return b * min(chunk, T) * per_position + b * T * s["h"] * 4
     return b * T * per_position
@@ -73,19 +76,25 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     S = (prompt_tokens or cfg.max_prompt_tokens) + T
     b = min(cfg.micro_batch_size, cfg.prompts_per_step * cfg.group_size // world)
     R = cfg.rollout_batch_size or cfg.prompts_per_step * cfg.group_size // world
+    grads = ("gradients (N w / shards)", N * w / shard)
     parts = [("weights (N w / shards)", N * w / shard),
-             ("gradients (N w / shards)", N * w / shard),
              ("AdamW moments (2 N w / shards)", 2 * N * w / shard)]
     if world > 1 and not cfg.fsdp:
         parts.append(("DDP gradient buckets (N w)", N * w))
     if cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial"):
         parts.append(("frozen reference model (N x 2 bytes on CUDA)", N * (2 if cuda else w)))
+    # the update frees the gradients (zero_grad) before its first micro-batch, whose forward peaks
+    # before its backward makes them again; from the second micro-batch on they are there. Sampling
+    # runs with the gradients of the last update still allocated.
+    rows_per_rank = cfg.prompts_per_step * cfg.group_size // world
     train = [("activations of one micro-batch (b S x per-token bytes)",
               b * S * activation_bytes_per_token(s, a, cfg.gradient_checkpointing)),
              ("logits and log-softmax (b T V, or b c V chunked)", logit_bytes(s, a, b, T, cfg.logprob_chunk))]
-    sampling = [("KV cache of one rollout micro-batch (R S 2 L kv a)", R * S * 2 * L * s["kv"] * a),
+    if rows_per_rank > b:
+        train.append(grads)
+    sampling = [grads, ("KV cache of one rollout micro-batch (R S 2 L kv a)", R * S * 2 * L * s["kv"] * a),
                 ("sampling logits (R V x 3 fp32)", R * V * 4 * 3)]
-    if cfg.fsdp:
+    if cfg.fsdp:            # parallel.full_weights: the whole model, gathered for decoding
         sampling.append(("whole weights gathered for sampling (N x 2 bytes)", N * (2 if cuda else w)))
     peak_phase = train if sum(x for _, x in train) >= sum(x for _, x in sampling) else sampling
     other = sampling if peak_phase is train else train

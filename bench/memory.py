@@ -16,7 +16,7 @@ memory, is full size). For each option the GRPO log-probs of --seqs sequences ar
 Peak memory is the growth of the process's peak RSS on CPU (each option runs in a fresh process),
 torch.cuda.max_memory_allocated on a GPU, divided by the number of sequences. Each result is also
 printed as a ratio to `plain`, measured in the same run, and beside what plan.py plans for the same
-work (the gradients, the activations of the micro-batch and the log-prob head): planned / measured.
+work (the activations of the micro-batch and the log-prob head): planned / measured.
 """
 
 import argparse
@@ -78,12 +78,14 @@ print(json.dumps({{"peak_mb_per_seq": peak / 2**20 / B, "tokens_per_s": B * (L +
 
 
 def planned_mb_per_seq(cfg, layers, seqs, prompt, completion, chunk, ckpt, device):
-    """plan.py's bytes for this benchmark's step: gradients + activations + the log-prob head, per sequence."""
+    """plan.py's bytes for this benchmark's step, per sequence: the activations and the log-prob head of
+    one micro-batch (the gradients are made in the backward, after that peak, as in a run's first
+    micro-batch)."""
     import plan
     from transformers import Qwen2Config
     s = plan.shape(Qwen2Config(vocab_size=151936, num_hidden_layers=layers, **cfg))
     a = 2 if device == "cuda" else 4                  # bf16 autocast on CUDA, fp32 on a CPU
-    total = (s["N"] * 4 + seqs * (prompt + completion) * plan.activation_bytes_per_token(s, a, ckpt)
+    total = (seqs * (prompt + completion) * plan.activation_bytes_per_token(s, a, ckpt)
              + plan.logit_bytes(s, a, seqs, completion, chunk))
     return total / 2 ** 20 / seqs
 
@@ -108,6 +110,8 @@ def main():
     ap.add_argument("--completion", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
     args = ap.parse_args()
     import torch
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,9 +119,10 @@ def main():
     print(f"device: {name}; {args.seqs} sequences of {args.prompt} + {args.completion} tokens; {args.layers} layers")
     print(f"{'config':<16}{'option':<12}{'MB / sequence':>14}{'vs plain':>10}{'tokens/s':>10}{'vs plain':>10}"
           f"{'planned MB':>12}{'planned / measured':>20}")
-    for cname, cfg in CONFIGS.items():
-        base = None
-        for opt, (chunk, ckpt) in OPTIONS.items():
+    for cname in args.configs:
+        cfg, base = CONFIGS[cname], None
+        for opt in args.options:
+            chunk, ckpt = OPTIONS[opt]
             try:
                 r = measure(cfg, args.layers, args.seqs, args.prompt, args.completion, chunk, ckpt, device)
             except RuntimeError as e:

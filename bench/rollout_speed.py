@@ -36,8 +36,16 @@ def tiny():
     return cfg
 
 
+def qwen(hidden, inter, layers, heads, kv):
+    return lambda: Qwen2Config(vocab_size=151936, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                               num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096,
+                               tie_word_embeddings=True, pad_token_id=0)
+
+
 CONFIGS = {
     "tiny": tiny,
+    "0.5B": qwen(896, 4864, 24, 14, 2),        # Qwen2.5-0.5B's config.json shapes (random weights)
+    "1.5B": qwen(1536, 8960, 28, 12, 2),       # Qwen2.5(-Math)-1.5B's
     "50M": lambda: Qwen2Config(vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
                                num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=1024,
                                tie_word_embeddings=True, pad_token_id=0),
@@ -63,13 +71,18 @@ def main():
     ap.add_argument("--workloads", nargs="+", default=["fixed", "eos"], choices=["fixed", "eos"])
     ap.add_argument("--stop-prob", type=float, default=1 / 32)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--static", action="store_true", help="also generate with a static cache (cache_implementation="
+                                                           "'static'; transformers compiles its decoding step itself "
+                                                           "where it supports that, as on CUDA): its fastest own path")
+    ap.add_argument("--json", default="", help="also write the rows to this JSON file")
     args = ap.parse_args()
+    rows = []
     torch.manual_seed(0)
     dev = torch.device(args.device)
     print(f"device: {torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'}, "
           f"threads: {torch.get_num_threads()}, new tokens: {args.new_tokens}")
     print(f"{'model':<7}{'params':>8}{'batch':>7}{'workload':>10}{'mean len':>10}{'generate tok/s':>16}"
-          f"{'ours tok/s':>12}{'ratio':>8}")
+          f"{'ours tok/s':>12}{'ratio':>8}" + (f"{'static tok/s':>14}{'ours/static':>13}" if args.static else ""))
     for name in args.models:
         cfg = CONFIGS[name]()
         model = Qwen2ForCausalLM(cfg).to(dev).eval()
@@ -97,23 +110,48 @@ def main():
                     ended = torch.isin(out, torch.tensor(eos or [-1], device=dev))
                     produced["hf"] = int((ended.long().cumsum(1) - ended.long() == 0).sum())
 
+                def static():
+                    with torch.inference_mode():
+                        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
+                                             top_p=1.0, top_k=0, max_new_tokens=args.new_tokens,
+                                             min_new_tokens=None if eos else args.new_tokens, eos_token_id=eos,
+                                             pad_token_id=0, cache_implementation="static")[:, ids.shape[1]:]
+                    ended = torch.isin(out, torch.tensor(eos or [-1], device=dev))
+                    produced["static"] = int((ended.long().cumsum(1) - ended.long() == 0).sum())
+
                 def ours():
                     ro = sample(model, prompts, n=1, max_new_tokens=args.new_tokens, temperature=1.0,
                                 eos_token_id=eos, seed=0)
                     produced["ours"] = int(ro.lengths.sum())
 
                 hf(), ours()  # warm-up (allocator, kernels)
+                if args.static:
+                    static()        # warm-up: on CUDA the first calls compile the decoding step
                 pairs = []
                 for _ in range(args.repeats):  # alternate, so drift on a shared machine hits both alike
                     t_hf = timed(hf)
                     t_ours = timed(ours)
+                    t_static = timed(static) if args.static else None
                     pairs.append((produced["hf"] / t_hf, produced["ours"] / t_ours,
-                                  produced["hf"], produced["ours"]))
+                                  produced["hf"], produced["ours"],
+                                  produced["static"] / t_static if args.static else None))
                 hf_tps, our_tps = (statistics.median(p[i] for p in pairs) for i in (0, 1))
                 ratio = statistics.median(p[1] / p[0] for p in pairs)
                 mean_len = f"{statistics.mean(p[3] for p in pairs) / B:.0f}/{statistics.mean(p[2] for p in pairs) / B:.0f}"
+                row = {"model": name, "params": params, "batch": B, "workload": workload, "generate_tps": hf_tps,
+                       "ours_tps": our_tps, "ours_vs_generate": ratio}
+                extra = ""
+                if args.static:
+                    row["static_tps"] = statistics.median(p[4] for p in pairs)
+                    row["ours_vs_static"] = statistics.median(p[1] / p[4] for p in pairs)
+                    extra = f"{row['static_tps']:>14.0f}{row['ours_vs_static']:>12.2f}x"
+                rows.append(row)
                 print(f"{name:<7}{params / 1e6:>7.1f}M{B:>7}{workload:>10}{mean_len:>10}{hf_tps:>16.0f}"
-                      f"{our_tps:>12.0f}{ratio:>7.2f}x", flush=True)
+                      f"{our_tps:>12.0f}{ratio:>7.2f}x" + extra, flush=True)
+    if args.json:
+        import json
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":

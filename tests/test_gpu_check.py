@@ -1,0 +1,22 @@
+"""bench/gpu_check.py --dry-run: every part of the GPU check runs on tiny shapes on the CPU, and the
+report names each part (the real run needs a GPU)."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_gpu_check_dry_run_runs_every_part(tmp_path):
+    out = tmp_path / "gpu.md"
+    proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry-run", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = out.read_text()
+    for heading in ("## 1. test suite", "## 2. sampling", "## 3. training memory", "## 4. 2-GRPO",
+                    "## 5. recipes under a memory cap", "## 6. decode at batch 1"):
+        assert heading in report, heading
+    assert "FAILED" not in report and "skipped: out of time" not in report, report
+    assert "seconds per step: [" in report and "batch-1 decode:" in report
+    assert "transformers" in report.splitlines()[2]                       # the versions are printed
