@@ -72,7 +72,7 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     a = 2 if cuda and cfg.dtype in ("auto", "bfloat16") else w
     N, L, V = s["N"], s["L"], s["V"]
     shard = world if cfg.fsdp else 1
-    T = cfg.max_new_tokens or 1024
+    T = cfg.max_new_tokens or (1024 if cfg.data else 8)          # as train.setup chooses
     S = (prompt_tokens or cfg.max_prompt_tokens) + T
     b = min(cfg.micro_batch_size, cfg.prompts_per_step * cfg.group_size // world)
     R = cfg.rollout_batch_size or cfg.prompts_per_step * cfg.group_size // world
