@@ -1,7 +1,8 @@
 """Reproduce "It Takes Two" (arXiv 2510.00977) at toy scale: 2-GRPO vs 16-GRPO on the built-in task.
 
     python bench/group_size.py --quick        # under 5 minutes on 2 CPU cores
-    python bench/group_size.py                # the full run, about 40 minutes
+    python bench/group_size.py --no-map       # the full run of the arms, about 35 minutes
+    python bench/group_size.py                # with the lr x epochs map and the aggregation arms, ~70 minutes
 
 The paper's protocol, scaled to the built-in task (2-digit addition, the tiny warm-started model):
   * 16-GRPO: P prompts x 16 rollouts per step, learning rate lr.
