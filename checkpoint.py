@@ -6,6 +6,7 @@ so an interrupted write leaves the previous checkpoint whole. A resumed run ends
 weights as a run never interrupted (tests/test_train.py checks it bit for bit).
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,6 +32,15 @@ def save_dir_atomic(path, save):
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def atomic_file(path):
+    """Write to path + ".tmp" inside the block, then rename it into place: `path` is always either the
+    old file or the whole new one."""
+    tmp = path + ".tmp"
+    yield tmp
+    os.replace(tmp, path)
+
+
 def save_checkpoint(path, model, optimizer, scheduler, step, cfg, rollouts=0):
     """Everything a resumed run needs, written by rank 0 to a temporary file and renamed into place
     (atomic). Every rank calls it (under FSDP the state is gathered from all of them)."""
@@ -41,9 +51,8 @@ def save_checkpoint(path, model, optimizer, scheduler, step, cfg, rollouts=0):
              "step": step, "rollouts": rollouts, "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
              "python_rng": random.getstate()}
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path, model, optimizer, scheduler):

@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 import parallel
+from checkpoint import atomic_file
 from data import DataError, autocast, build_prompts, load_model_and_tokenizer, load_problems, tiny_task_problems
 from reward import judge
 from rollout import sample, stop_token_ids
@@ -175,20 +176,18 @@ def suite_files(suite, data_dir=None):
 
 
 def _write_atomic(path, text):
-    with open(path + ".tmp", "w") as f:
+    with atomic_file(path) as tmp, open(tmp, "w") as f:
         f.write(text)
-    os.replace(path + ".tmp", path)
 
 
-def run_suite(model, tok, files, out_dir, protocol, template="auto", batch_size=64, seed=0, model_name=""):
-    """Evaluate every benchmark of `files` with `protocol` (samples, temperature, top_p, top_k,
+def run_suite(model, tok, benchmarks, out_dir, protocol, template="auto", batch_size=64, seed=0, model_name=""):
+    """Evaluate every benchmark of `benchmarks` ({name: (file, load_problems' problems)}) with `protocol` (samples, temperature, top_p, top_k,
     max_new_tokens, answer_fallback); per benchmark, the per-problem results (JSONL) and a summary are written to
     out_dir, atomically, and a benchmark whose summary was written with the same protocol is not
     evaluated again (the run resumes). Returns (summaries, table in markdown)."""
     os.makedirs(out_dir, exist_ok=True)
     k, summaries = protocol["samples"], {}
-    for name, path in files.items():
-        problems = load_problems(path)                      # every file is checked before the long work
+    for name, (path, problems) in benchmarks.items():
         slug = name.lower().replace(" ", "_").replace("-", "")
         summary_path = os.path.join(out_dir, slug + ".summary.json")
         if os.path.exists(summary_path):
@@ -276,9 +275,8 @@ def _load(args):
 
 
 def suite_main(args):
-    files = suite_files(args.suite, args.data_dir)
-    for name, path in files.items():                        # every file checked before the model loads
-        load_problems(path)
+    # every file is read (and checked) before the model loads
+    benchmarks = {name: (path, load_problems(path)) for name, path in suite_files(args.suite, args.data_dir).items()}
     protocol = {"samples": args.samples or PAPER_PROTOCOL["samples"], "answer_fallback": args.answer_fallback,
                 "temperature": PAPER_PROTOCOL["temperature"] if args.temperature is None else args.temperature,
                 "top_p": PAPER_PROTOCOL["top_p"] if args.top_p is None else args.top_p,
@@ -286,7 +284,7 @@ def suite_main(args):
                 "max_new_tokens": args.max_new_tokens or PAPER_PROTOCOL["max_new_tokens"]}
     model, tok, device = _load(args)
     out = args.out or os.path.join(args.model if os.path.isdir(args.model) else ".", "eval_suite")
-    summaries, table = run_suite(model, tok, files, out, protocol, args.template, args.batch_size, args.seed,
+    summaries, table = run_suite(model, tok, benchmarks, out, protocol, args.template, args.batch_size, args.seed,
                                  model_name=args.model)
     print(table)
     print(f"results per benchmark, table.md and summary.json: {out}", file=sys.stderr)

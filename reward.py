@@ -18,6 +18,7 @@ exponents, factorials), and sympy runs under a hard timeout (SIGALRM in the main
 process is left behind). Any failure means "not equal", with a reason for logging; nothing raises.
 """
 
+import functools
 import math
 import random
 import re
@@ -565,10 +566,19 @@ def gold_answer(text):
     return text.strip()
 
 
+@functools.lru_cache(maxsize=4096)
 def answer_count(gold):
     """How many answers a gold answer lists: its top-level items ("3, -5": 2), 2 for "a \\pm b", else 1."""
     kind, items = structure(normalize(gold))
     return len(items) if kind in ("list", "set", "pm") else 1
+
+
+def _boxed_answers(completion, gold):
+    """k > 1 when the gold lists k answers and the completion has several boxes (it may have boxed
+    the answers one by one); else 1."""
+    if isinstance(completion, str) and completion.count("box") > 1:
+        return answer_count(gold)
+    return 1
 
 
 def judge(completion, gold, timeout=DEFAULT_TIMEOUT, fallback=False):
@@ -578,7 +588,7 @@ def judge(completion, gold, timeout=DEFAULT_TIMEOUT, fallback=False):
     pred = extract_answer(completion, fallback)
     if is_equiv(pred, gold, timeout):
         return pred, True
-    k = answer_count(gold) if isinstance(completion, str) and completion.count("box") > 1 else 1
+    k = _boxed_answers(completion, gold)
     if k > 1:
         found = boxes(completion[-MAX_COMPLETION_CHARS:], limit=k)
         if len(found) == k:
@@ -591,19 +601,17 @@ def judge(completion, gold, timeout=DEFAULT_TIMEOUT, fallback=False):
 def rewards(completions, golds, timeout=DEFAULT_TIMEOUT, fallback=False):
     """1.0 for each completion whose final answer (judge) equals its gold answer, else 0.0.
 
-    completions, golds: lists of strings, same length. Repeated (completion, gold) pairs in the batch
-    (common: G rollouts of one prompt often agree) are judged once. fallback: see extract_answer
-    (off for training: no box, no reward).
+    completions, golds: lists of strings, same length. Repeated (answer, gold) pairs in the batch
+    (common: G rollouts of one prompt often agree) are judged once; a completion that may have boxed
+    several answers is keyed by its whole text. fallback: see extract_answer (off for training: no
+    box, no reward).
     """
     if len(completions) != len(golds):
         raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
-    cache, counts = {}, {}
+    cache = {}
     out = []
     for text, gold in zip(completions, golds):
-        several = isinstance(text, str) and text.count("box") > 1
-        if several and gold not in counts:
-            counts[gold] = answer_count(gold)
-        key = (text if several and counts[gold] > 1 else extract_answer(text, fallback), gold)
+        key = (text if _boxed_answers(text, gold) > 1 else extract_answer(text, fallback), gold)
         if key not in cache:
             cache[key] = 1.0 if judge(text, gold, timeout, fallback)[1] else 0.0
         out.append(cache[key])
