@@ -60,8 +60,8 @@ def load_checkpoint(path, model, optimizer, scheduler):
     returns (step, rollouts sampled so far, the config it was written with)."""
     state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     sharded = is_sharded(model)
-    if state["config"].get("fsdp", False) != sharded:
-        raise SystemExit(f"error: {path} was written {'with' if not sharded else 'without'} --fsdp; "
+    if (state["config"].get("fsdp", False) or state["config"].get("cpu_offload", False)) != sharded:
+        raise SystemExit(f"error: {path} was written {'with' if not sharded else 'without'} --fsdp / --cpu-offload; "
                          f"resume it the same way (the optimizer state is laid out differently)")
     load_full_state_dicts(model, optimizer, state["model"], state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -52,6 +52,8 @@ class Config:
     temperature: float = field(default=1.0, metadata={"help": "rollout temperature"})
     top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling; 1: off"})
     top_k: int = field(default=0, metadata={"help": "rollout top-k sampling; 0: off"})
+    compile: bool = field(default=False, metadata={"help": "sample with the compiled decode path (rollout.py; CUDA "
+                                                           "graphs on CUDA): same sampling, the first steps compile"})
     # optimization
     lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate (for the tiny model; ~1e-6 for 1B+)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
@@ -63,6 +65,9 @@ class Config:
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward"})
     fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard weights, gradients and optimizer "
                                                         "state across ranks (FSDP2) instead of DDP"})
+    cpu_offload: bool = field(default=False, metadata={"help": "FSDP2's CPU offload: weights, gradients and AdamW "
+                                                               "state in host memory, a layer at a time on the GPU "
+                                                               "(one GPU needs no torchrun)"})
     logprob_chunk: int = field(default=0, metadata={"help": "positions per log-softmax chunk; 0: all at once"})
     dtype: str = field(default="auto", metadata={"help": "auto (fp32, bf16 autocast on CUDA) | float32 | bfloat16"})
     seed: int = field(default=0, metadata={"help": "seeds the warm start, data order and sampling"})
@@ -132,6 +137,9 @@ def check_config(cfg, world=1):
     if (cfg.data or cfg.eval_data) and not cfg.model:
         problems.append("--data / --eval-data need --model: the built-in tiny model knows only the built-in "
                         "addition task (an 18-token character vocabulary); pass a model directory or hub id")
+    if cfg.compile and (cfg.fsdp or cfg.cpu_offload):
+        problems.append("--compile does not go with --fsdp or --cpu-offload (FSDP's hooks run inside the forward "
+                        "it would compile)")
     if cfg.prompts_per_step % world:
         problems.append(f"--prompts-per-step {cfg.prompts_per_step} must divide by the {world} ranks")
     if problems:

@@ -43,7 +43,8 @@ def pass_at_k(n, c, k):
 
 
 def evaluate(model, tokenizer, problems, samples=1, temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=64,
-             batch_size=64, seed=0, progress=True, pass_ks=None, eos_token_id=None, desc="eval", answer_fallback=False):
+             batch_size=64, seed=0, progress=True, pass_ks=None, eos_token_id=None, desc="eval", answer_fallback=False,
+             compile=False):
     """Score a model on problems (dicts with "prompt_ids" and "gold"; "problem" is carried along).
 
     returns {"mean@k": float, "pass@j": float for each j in pass_ks (default [k]), "results": [...]}
@@ -52,7 +53,8 @@ def evaluate(model, tokenizer, problems, samples=1, temperature=0.0, top_p=1.0, 
     Each completion is judged by reward.judge; answer_fallback also reads answers that are not boxed
     (a "Final Answer:" line, the last display-math block, the last number: for models that do not box).
     eos_token_id: the id(s) that end a completion; default rollout.stop_token_ids (the tokenizer's EOS
-    and the generation config's, e.g. a chat model's end-of-turn token).
+    and the generation config's, e.g. a chat model's end-of-turn token). compile: rollout.sample's
+    compiled decode path (same completions; faster on a GPU once compiled).
     """
     device = next(model.parameters()).device
     gen = torch.Generator(device=device)
@@ -66,7 +68,7 @@ def evaluate(model, tokenizer, problems, samples=1, temperature=0.0, top_p=1.0, 
         chunk = problems[s:s + per_batch]
         ro = sample(model, [p["prompt_ids"] for p in chunk], n=samples, max_new_tokens=max_new_tokens,
                     temperature=temperature, top_p=top_p, top_k=top_k, eos_token_id=eos,
-                    pad_token_id=tokenizer.pad_token_id, generator=gen, tokenizer=tokenizer)
+                    pad_token_id=tokenizer.pad_token_id, generator=gen, tokenizer=tokenizer, compile=compile)
         for i, p in enumerate(chunk):
             texts = ro.texts[i * samples:(i + 1) * samples]
             judged = [judge(t, p["gold"], fallback=answer_fallback) for t in texts]     # (answer, right?)
@@ -180,7 +182,8 @@ def _write_atomic(path, text):
         f.write(text)
 
 
-def run_suite(model, tok, benchmarks, out_dir, protocol, template="auto", batch_size=64, seed=0, model_name=""):
+def run_suite(model, tok, benchmarks, out_dir, protocol, template="auto", batch_size=64, seed=0, model_name="",
+              compile=False):
     """Evaluate every benchmark of `benchmarks` ({name: (file, load_problems' problems)}) with `protocol` (samples, temperature, top_p, top_k,
     max_new_tokens, answer_fallback); per benchmark, the per-problem results (JSONL) and a summary are written to
     out_dir, atomically, and a benchmark whose summary was written with the same protocol is not
@@ -200,7 +203,8 @@ def run_suite(model, tok, benchmarks, out_dir, protocol, template="auto", batch_
         with autocast(next(model.parameters()).device):
             res = evaluate(model, tok, prompts, samples=k, temperature=protocol["temperature"], top_p=protocol["top_p"],
                            top_k=protocol["top_k"], max_new_tokens=protocol["max_new_tokens"], batch_size=batch_size,
-                           seed=seed, pass_ks=[1, k], desc=name, answer_fallback=protocol.get("answer_fallback", False))
+                           seed=seed, pass_ks=[1, k], desc=name, answer_fallback=protocol.get("answer_fallback", False),
+                           compile=compile)
         _write_atomic(os.path.join(out_dir, slug + ".jsonl"), "".join(json.dumps(r) + "\n" for r in res["results"]))
         summaries[name] = {"file": path, "problems": len(prompts), "protocol": protocol,
                            f"mean@{k}": res[f"mean@{k}"], f"pass@{k}": res[f"pass@{k}"]}
@@ -259,6 +263,8 @@ def main(argv=None):
     ap.add_argument("--answer-fallback", action="store_true",
                     help="also read answers that are not boxed (a 'Final Answer:' line, the last display-math block, "
                          "the last number), for models that do not box; training never does")
+    ap.add_argument("--compile", action="store_true", help="sample with rollout.py's compiled decode path (CUDA "
+                                                           "graphs on CUDA; same completions, compiles first)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
@@ -285,7 +291,7 @@ def suite_main(args):
     model, tok, device = _load(args)
     out = args.out or os.path.join(args.model if os.path.isdir(args.model) else ".", "eval_suite")
     summaries, table = run_suite(model, tok, benchmarks, out, protocol, args.template, args.batch_size, args.seed,
-                                 model_name=args.model)
+                                 model_name=args.model, compile=args.compile)
     print(table)
     print(f"results per benchmark, table.md and summary.json: {out}", file=sys.stderr)
     return summaries
@@ -307,7 +313,7 @@ def evaluate_main(args):
     with autocast(device):                       # bf16 on CUDA
         res = evaluate(model, tok, problems, samples=samples, temperature=temperature, top_p=args.top_p or 1.0,
                        top_k=args.top_k or 0, max_new_tokens=max_new, batch_size=args.batch_size, seed=args.seed,
-                       pass_ks=args.pass_k, answer_fallback=args.answer_fallback)
+                       pass_ks=args.pass_k, answer_fallback=args.answer_fallback, compile=args.compile)
     out = args.out or os.path.join(args.model if os.path.isdir(args.model) else ".", "eval_results.jsonl")
     with open(out, "w") as f:
         for r in res["results"]:

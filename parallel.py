@@ -20,17 +20,23 @@ import torch
 import torch.distributed as dist
 
 
-def init(device="auto"):
+def init(device="auto", one_rank_group=False):
     """Start the process group under torchrun (NCCL on GPUs, gloo on CPUs); returns (rank, world, device).
-    Each rank takes the GPU LOCAL_RANK. Without torchrun: (0, 1, the device asked for)."""
+    Each rank takes the GPU LOCAL_RANK. Without torchrun: (0, 1, the device asked for), and with
+    one_rank_group=True a group of this one process (FSDP2 needs one, e.g. for --cpu-offload on one GPU)."""
     local = int(os.environ.get("LOCAL_RANK", 0))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(f"cuda:{local}" if device == "cuda" else device)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if (torchrun or one_rank_group) and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)                 # one GPU per rank
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if torchrun:
+            dist.init_process_group(backend)
+        else:                                             # no torchrun: an in-memory store for one rank
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     rank, world = rank_and_world()
     return rank, world, device
 
@@ -78,31 +84,39 @@ def my_share(items):
 # ---------------------------------------------------------------------------------------------------
 # Wrapping the model: DDP, or FSDP2
 # ---------------------------------------------------------------------------------------------------
-def wrap(model, fsdp=False, device=None, compute_dtype=None):
+def wrap(model, fsdp=False, device=None, compute_dtype=None, cpu_offload=False):
     """The model the training step runs: DDP(model) under torchrun, FSDP2 shards with fsdp=True
     (in place: call before making the optimizer, which must see the sharded parameters), the model
-    itself in one process."""
+    itself in one process. cpu_offload=True: FSDP2 with the state in host memory (see shard_model), on
+    one process (a group of one, see init) or sharded over torchrun's."""
     _, world = rank_and_world()
-    if fsdp:
-        if world == 1:
+    if fsdp or cpu_offload:
+        if world == 1 and not cpu_offload:
             raise SystemExit("error: --fsdp shards the model across processes: launch with torchrun "
                              "--nproc_per_node N (N >= 2)")
-        return shard_model(model, compute_dtype)
+        return shard_model(model, compute_dtype, cpu_offload and (device is None or device.type == "cuda"),
+                           offload=cpu_offload)
     if world == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
     return DDP(model, device_ids=[device.index] if device is not None and device.type == "cuda" else None)
 
 
-def shard_model(model, compute_dtype=None):
+def shard_model(model, compute_dtype=None, pin_memory=True, offload=False):
     """FSDP2: shard each decoder layer, then the rest (embeddings, final norm, head), across the ranks.
     Each rank then holds 1/world of the weights, gradients and optimizer state; a layer's full weights
     exist only while it computes (all-gathered before, freed after). compute_dtype=torch.bfloat16: the
     shards stay fp32 (as do the optimizer's updates and the gradients' reduction) but are gathered as
-    bf16, which halves the traffic and the memory of gathered weights (FSDP2's mixed precision)."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    bf16, which halves the traffic and the memory of gathered weights (FSDP2's mixed precision).
+    offload=True: FSDP2's CPUOffloadPolicy keeps the shards, their gradients and so the AdamW state
+    (which the optimizer makes beside the parameters) in host memory, pinned (pin_memory) for fast
+    copies; a layer's weights are copied to the GPU for its forward and backward, and the optimizer
+    steps on the CPU. The GPU then holds activations and a layer or two of weights while training."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
     kwargs = {"mp_policy": MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
               } if compute_dtype else {}
+    if offload:
+        kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=pin_memory)
     layer_classes = set(getattr(model, "_no_split_modules", None) or [])   # e.g. {"Qwen2DecoderLayer"}
     for module in model.modules():
         if type(module).__name__ in layer_classes:

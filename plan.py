@@ -39,9 +39,12 @@ def shape(config):
         model = AutoModelForCausalLM.from_config(config)
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    layer_classes = set(getattr(model, "_no_split_modules", None) or [])   # e.g. {"Qwen2DecoderLayer"}
+    layer = next((m for m in model.modules() if type(m).__name__ in layer_classes), None)
     return {"N": sum(p.numel() for p in model.parameters()), "L": config.num_hidden_layers,
             "h": config.hidden_size, "I": config.intermediate_size, "V": config.vocab_size,
-            "kv": getattr(config, "num_key_value_heads", heads) * head_dim}
+            "kv": getattr(config, "num_key_value_heads", heads) * head_dim,
+            "N_layer": sum(p.numel() for p in layer.parameters()) if layer is not None else 0}
 
 
 def activation_bytes_per_token(s, a, checkpointing):
@@ -71,7 +74,8 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     w = 2 if cfg.dtype == "bfloat16" else 4
     a = 2 if cuda and cfg.dtype in ("auto", "bfloat16") else w
     N, L, V = s["N"], s["L"], s["V"]
-    shard = world if cfg.fsdp else 1
+    shard = world if cfg.fsdp or cfg.cpu_offload else 1
+    offload = cfg.cpu_offload and cuda  # the state in host memory (host_bytes), not on the GPU
     T = cfg.max_new_tokens or (1024 if cfg.data else 8)          # as train.setup chooses
     S = (prompt_tokens or cfg.max_prompt_tokens) + T
     b = min(cfg.micro_batch_size, cfg.prompts_per_step * cfg.group_size // world)
@@ -79,7 +83,9 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     grads = ("gradients (N w / shards)", N * w / shard)
     parts = [("weights (N w / shards)", N * w / shard),
              ("AdamW moments (2 N w / shards)", 2 * N * w / shard)]
-    if world > 1 and not cfg.fsdp:
+    if offload:             # (report() prints their host memory)
+        grads, parts = None, []
+    if world > 1 and not (cfg.fsdp or cfg.cpu_offload):
         parts.append(("DDP gradient buckets (N w)", N * w))
     if cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial"):
         parts.append(("frozen reference model (N x 2 bytes on CUDA)", N * (2 if cuda else w)))
@@ -90,11 +96,23 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     train = [("activations of one micro-batch (b S x per-token bytes)",
               b * S * activation_bytes_per_token(s, a, cfg.gradient_checkpointing)),
              ("logits and log-softmax (b T V, or b c V chunked)", logit_bytes(s, a, b, T, cfg.logprob_chunk))]
-    if rows_per_rank > b:
+    if rows_per_rank > b and grads:
         train.append(grads)
-    sampling = [grads, ("KV cache of one rollout micro-batch (R S 2 L kv a)", R * S * 2 * L * s["kv"] * a),
-                ("sampling logits (R V x 3 fp32)", R * V * 4 * 3)]
-    if cfg.fsdp:            # parallel.full_weights: the whole model, gathered for decoding
+    if offload:             # FSDP2 copies a layer's weights in (the next one prefetched) and its gradients out
+        root = N - L * s["N_layer"]                               # embeddings, final norm, head
+        train.append(("--cpu-offload: embeddings/head + 2 layers' weights and gradients ((N_root + 2 N_layer)(a + 4))",
+                      (root + 2 * s["N_layer"]) * (a + 4)))
+    kv_cache = ("KV cache of one rollout micro-batch (R S 2 L kv a)", R * S * 2 * L * s["kv"] * a)
+    if cfg.compile:         # rollout.CompiledDecoder keeps its fixed cache (S rounded up to 256) between calls,
+        S_fixed = -(-S // 256) * 256  # and CUDA graphs keep their memory pool: both there while training too
+        parts.append(("--compile: fixed KV cache, kept (R S' 2 L kv a, S' = S up to 256)",
+                      R * S_fixed * 2 * L * s["kv"] * a))
+        kv_cache = ("--compile: the prompts' KV cache, copied into it (R P 2 L kv a, P prompt tokens)",
+                    R * (S - T) * 2 * L * s["kv"] * a)
+        if cuda:
+            parts.append(("--compile: CUDA graphs' pool, decode-step logits (R V x 6 bytes)", R * V * 6))
+    sampling = [grads] * bool(grads) + [kv_cache, ("sampling logits (R V x 3 fp32)", R * V * 4 * 3)]
+    if cfg.fsdp or offload:  # parallel.full_weights: the whole model, gathered for decoding
         sampling.append(("whole weights gathered for sampling (N x 2 bytes)", N * (2 if cuda else w)))
     peak_phase = train if sum(x for _, x in train) >= sum(x for _, x in sampling) else sampling
     other = sampling if peak_phase is train else train
@@ -102,6 +120,13 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
         [(name + "  (other phase, not at the peak)", x) for name, x in other]
     total = sum(x for _, x in parts) + sum(x for _, x in peak_phase)
     return rows, total
+
+
+def host_bytes(cfg, s, world=1):
+    """--cpu-offload: the host memory (CPU RAM) one rank needs for its shards of the weights, their
+    gradients and the AdamW moments (4 N w / shards), besides the process itself."""
+    w = 2 if cfg.dtype == "bfloat16" else 4
+    return 4 * s["N"] * w / world if cfg.cpu_offload else 0
 
 
 CONTEXT_GIB = 0.75     # the CUDA context and allocator slack the card needs besides the tensors
@@ -112,7 +137,8 @@ def suggestions(cfg, s, gpu_gib, device="cuda", world=1, prompt_tokens=None):
     """Flag changes that make the plan fit 90% of gpu_gib: [(flags, total)], the first changes that
     fit on one GPU, or else with the state sharded over 2, 4 or 8 GPUs (torchrun --fsdp). The memory flags
     are tried in order, each on top of the ones before: the log-prob head in chunks, activation
-    checkpointing, then halving the training micro-batch and then the rollout micro-batch."""
+    checkpointing, then halving the training micro-batch and then the rollout micro-batch; then the same
+    again with --cpu-offload (the state in host memory: slower steps, and host_bytes of CPU RAM)."""
     import dataclasses
     budget = (MARGIN * gpu_gib - CONTEXT_GIB) * GiB
     tries = []
@@ -131,7 +157,8 @@ def suggestions(cfg, s, gpu_gib, device="cuda", world=1, prompt_tokens=None):
 
     def flags(changes):
         return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in changes.items())
-    for ranks, base in [(world, {})] + [(n, {"fsdp": True}) for n in (2, 4, 8) if n > world]:
+    one_card = [(world, {})] + ([(world, {"cpu_offload": True})] if device == "cuda" and not cfg.cpu_offload else [])
+    for ranks, base in one_card + [(n, {"fsdp": True}) for n in (2, 4, 8) if n > world]:
         changes = dict(base)
         for change in [{}] + tries:
             changes.update(change)
@@ -150,6 +177,9 @@ def report(cfg, s, gpu_gib=None, device="cuda", world=1, prompt_tokens=None):
              f"{s['L']} layers), GiB:"]
     lines += [f"  {name:<{width}}  {x / GiB:8.2f}" for name, x in rows]
     lines.append(f"  {'total at the peak':<{width}}  {total / GiB:8.2f}")
+    if cfg.cpu_offload:
+        lines.append(f"host memory (CPU RAM) per rank for --cpu-offload: {host_bytes(cfg, s, world) / GiB:.1f} GiB "
+                     f"(weights, gradients, AdamW moments: 4 N w / ranks)")
     if gpu_gib is not None:
         need = total / GiB + CONTEXT_GIB
         if need <= gpu_gib:

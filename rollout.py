@@ -22,9 +22,14 @@ exp(logp_new - logp_old) is exactly 1 before the first update.
 
 Rows are laid out group by group: prompt 0's n samples, then prompt 1's, ... which is the layout
 grpo.group_advantages expects.
+
+On a GPU this loop is bound by kernel launches, not by the card: the last section of this file is
+the same loop with a fixed-shape KV cache and a compiled decode step (sample(..., compile=True),
+train.py --compile), which CUDA graphs replay; same tokens for the same seed.
 """
 
 import inspect
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -162,6 +167,56 @@ def filter_logits(logits, top_k=0, top_p=1.0):
     return logits
 
 
+def _prefill(model, prompts, counts, max_new_tokens, pad_id, room=None):
+    """Run the prompts once and expand to their rows: returns the KV cache (b rows, with room for
+    `room` more positions, default max_new_tokens), the first next-token logits (b, V), the attention
+    mask for the whole run (b, L + max_new_tokens), 1 where a key is seen (the prompt's padding is 0,
+    every new position 1), the next position of each row (b,) and the padded prompt length L."""
+    device = next(model.parameters()).device
+    ids, mask, pos = left_pad(prompts, pad_id, device)                               # (P, L)
+    rows = torch.repeat_interleave(torch.arange(len(prompts), device=device),
+                                   torch.tensor(counts, device=device))         # (b,) prompt of each row
+    cache = _new_cache(model, max_new_tokens if room is None else room)
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                **{_cache_kwarg(model): cache}, **extra)
+    logits = out.logits[:, -1].float()[rows]                                    # (b, V) next-token logits
+    cache.batch_select_indices(rows)                                            # (P, ...) -> (b, ...)
+    mask = torch.cat([mask[rows], mask.new_ones(rows.numel(), max_new_tokens)], dim=1)
+    return cache, logits, mask, pos[rows, -1] + 1, ids.shape[1]
+
+
+def additive_mask(mask, dtype):
+    """0/1 mask (b, S) -> the additive 4D mask SDPA and eager attention take, (b, 1, 1, S): 0 where a key
+    is seen, the dtype's minimum where not (transformers passes 4D masks through as they are)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask == 0, torch.finfo(dtype).min)[:, None, None, :]
+
+
+def _draw(logits, temperature, top_p, top_k, generator):
+    """One token per row from logits (r, V), and its log-prob under softmax(logits / temperature)."""
+    tau = temperature if temperature > 0 else 1.0
+    z = logits if tau == 1.0 else logits / tau                                  # (r, V)
+    if temperature > 0:
+        truncated = bool(top_k) or top_p < 1.0
+        probs = (filter_logits(z, top_k, top_p) if truncated else z).softmax(-1)
+        nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)       # (r,)
+    else:
+        truncated, nxt = True, z.argmax(-1)
+    # log pi(token) under softmax(z): the sampled probability itself when nothing was truncated,
+    # else z_y - logsumexp(z) (a reduction, not a second (r, V) log-softmax)
+    lp = (probs.gather(1, nxt[:, None]).squeeze(1).log() if not truncated
+          else z.gather(1, nxt[:, None]).squeeze(1) - torch.logsumexp(z, -1))
+    return nxt, lp
+
+
+def _completion(tokens, eos_ids):
+    """A row's tokens run up to and including its first EOS: returns the completion mask (b, T) float
+    and whether each row ended with EOS (b,)."""
+    ended = torch.isin(tokens, eos_ids)                                         # (b, T)
+    after_end = (ended.cumsum(1) - ended.long()) > 0                            # positions after the first EOS
+    return (~after_end).float(), ended.any(1)
+
+
 @torch.inference_mode()
 def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_p, top_k, eos, pad_id,
                        generator, check_every):
@@ -173,44 +228,18 @@ def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_
     one needs (GRPO's completions end at very different lengths). `live` maps each decoded row to its
     row of the output.
     """
-    device = next(model.parameters()).device
-    ids, mask, pos = left_pad(prompts, pad_id, device)                          # (P, L)
-    rows = torch.repeat_interleave(torch.arange(len(prompts), device=device),
-                                   torch.tensor(counts, device=device))         # (b,) prompt of each row
-    cache = _new_cache(model, max_new_tokens)
-    cache_kw = _cache_kwarg(model)
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_kw: cache}, **extra)
-    logits = out.logits[:, -1].float()[rows]                                    # (b, V) next-token logits
-    cache.batch_select_indices(rows)                                            # (P, ...) -> (b, ...)
-    b, L = rows.numel(), ids.shape[1]
-    # attention mask for the whole run: the prompt's padding, then 1 for every new position
-    mask = torch.cat([mask[rows], mask.new_ones(b, max_new_tokens)], dim=1)     # (b, L + max_new_tokens)
+    cache, logits, mask, next_pos, L = _prefill(model, prompts, counts, max_new_tokens, pad_id)
+    device, b = logits.device, logits.shape[0]
     if getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager"):
-        # made once as the additive 4D mask these attention functions take, (b, 1, 1, L + max_new_tokens):
-        # 0 where a key is seen, the dtype's minimum where not (transformers passes 4D masks through as is)
-        dtype = next(model.parameters()).dtype
-        mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(mask == 0, torch.finfo(dtype).min)
-        mask = mask[:, None, None, :]
-    next_pos = pos[rows, -1] + 1                                                # (b,)
+        mask = additive_mask(mask, next(model.parameters()).dtype)             # made once for the run
+    cache_kw = _cache_kwarg(model)
     eos_ids = torch.tensor(eos or [-1], device=device)
     tokens = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logps = torch.zeros(b, max_new_tokens, device=device)
     live = torch.arange(b, device=device)           # (r,) output row of each row being decoded
     running = torch.ones(b, dtype=torch.bool, device=device)                    # (r,) not finished yet
-    tau = temperature if temperature > 0 else 1.0
     for step in range(max_new_tokens):
-        z = logits if tau == 1.0 else logits / tau                              # (r, V)
-        if temperature > 0:
-            truncated = bool(top_k) or top_p < 1.0
-            probs = (filter_logits(z, top_k, top_p) if truncated else z).softmax(-1)
-            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)   # (r,)
-        else:
-            truncated, nxt = True, z.argmax(-1)
-        # log pi(token) under softmax(z): the sampled probability itself when nothing was truncated,
-        # else z_y - logsumexp(z) (a reduction, not a second (r, V) log-softmax)
-        lp = (probs.gather(1, nxt[:, None]).squeeze(1).log() if not truncated
-              else z.gather(1, nxt[:, None]).squeeze(1) - torch.logsumexp(z, -1))
+        nxt, lp = _draw(logits, temperature, top_p, top_k, generator)          # (r,), (r,)
         tokens[live, step] = torch.where(running, nxt, pad_id)                  # finished rows get padding
         logps[live, step] = torch.where(running, lp, 0.0)
         running = running & ~torch.isin(nxt, eos_ids)
@@ -228,23 +257,22 @@ def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_
                     use_cache=True, **{cache_kw: cache})
         logits = out.logits[:, -1].float()
         next_pos = next_pos + 1
-    T = step + 1
-    tokens, logps = tokens[:, :T], logps[:, :T]
-    # a row's tokens run up to and including its EOS; padding after it
-    ended = torch.isin(tokens, eos_ids)                                         # (b, T)
-    after_end = (ended.cumsum(1) - ended.long()) > 0                            # positions after the first EOS
-    completion = ~after_end
-    return tokens, completion.float(), logps, ended.any(1)
+    tokens, logps = tokens[:, :step + 1], logps[:, :step + 1]
+    completion, finished = _completion(tokens, eos_ids)
+    return tokens, completion, logps, finished
 
 
 def sample(model, prompts, n=1, max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, eos_token_id=None,
-           pad_token_id=0, generator=None, seed=None, max_batch_size=None, tokenizer=None):
+           pad_token_id=0, generator=None, seed=None, max_batch_size=None, tokenizer=None, compile=False):
     """Sample n completions for each prompt.
 
     prompts: list of P token-id lists (any lengths); returns a Rollout of B = P * n rows, grouped by
     prompt. eos_token_id: an int or a list of ints. generator (or seed) makes sampling reproducible.
     max_batch_size bounds the rows decoded together (memory): larger requests are split into
     micro-batches transparently, each prefilling its prompts once.
+    compile: True decodes with the compiled path at the end of this file (CUDA graphs on CUDA; the
+    first calls compile, for a minute or more on a large model); a dict is passed to torch.compile
+    instead of compile_options(device), e.g. {"backend": "eager"} to check the path without compiling.
     """
     device = next(model.parameters()).device
     if generator is None:
@@ -272,9 +300,11 @@ def sample(model, prompts, n=1, max_new_tokens=64, temperature=1.0, top_p=1.0, t
     model.eval()
     try:
         for batch in batches:
-            parts.append(_sample_microbatch(model, [prompts[i] for i, _ in batch], [c for _, c in batch],
-                                            max_new_tokens, temperature, top_p, top_k, eos, pad_token_id,
-                                            generator, check_every))
+            args = (model, [prompts[i] for i, _ in batch], [c for _, c in batch], max_new_tokens, temperature,
+                    top_p, top_k, eos, pad_token_id, generator, check_every)
+            parts.append(_sample_microbatch_compiled(*args, compile if isinstance(compile, dict) else
+                                                     compile_options(device)) if compile else
+                         _sample_microbatch(*args))
     finally:
         model.train(was_training)
     ro = cat_rollouts([Rollout(tok, m, lp, m.sum(1).long(), fin, []) for tok, m, lp, fin in parts], pad_token_id)
@@ -343,3 +373,178 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=
     logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **extra).logits
     logits = logits[:, -(T + 1):-1]                                             # (B, T, V) predicts tokens
     return token_logprobs(logits, tokens, temperature, chunk_size)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The compiled decode path: sample(..., compile=True), train.py --compile
+#
+# The loop above is bound by kernel launches on a GPU: each step launches a few hundred small kernels
+# from Python. torch.compile(mode="reduce-overhead") replays a whole decode step as one CUDA graph, but a
+# graph fixes every shape and address, so this path differs from the eager one in four ways only:
+#   - the KV cache has a fixed shape (rows, heads, S, head_dim), S = the prompt + new tokens rounded up,
+#     allocated once and reused by every later call that fits; each step writes its key/value at one
+#     position (FixedLayer) and attention reads all S positions, the ones not written yet masked out;
+#   - the rows decoded together are padded up to a bucket size (a power of two, or the micro-batch
+#     size) with copies of a live row, whose outputs are dropped: compaction then changes the batch size
+#     only among a few buckets, each captured once (an all-masked padding row would make SDPA return NaN);
+#   - the decode step attends with decode_attention, which reads grouped-query keys and values in place;
+#   - the decode step (the model's forward) is compiled; prefill, sampling and compaction stay eager.
+# Rows are compacted at the same steps as the eager loop and tokens are drawn for the live rows alone,
+# so the random stream is the same: for one seed both paths give the same tokens, and log-probs equal up
+# to floating-point summation order (tests/test_rollout.py, fp32). In bf16 a logit that rounds
+# differently in a compiled kernel can change a draw now and then: another sample of the same policy.
+# ------------------------------------------------------------------------------------------------------
+
+class FixedLayer(DynamicLayer):
+    """KV storage of fixed shape: the first b rows are the rows being decoded (b = the key's batch size),
+    and each call writes its one position at `write_at` ((1,) long, set before the step). Returns all S
+    positions of those rows: the 4D mask hides the ones not written yet (zero-filled at allocation, so
+    finite: a masked key then adds exactly 0)."""
+
+    def __init__(self, k_store, v_store, write_at):
+        super().__init__()
+        self.is_initialized, self.device = True, k_store.device
+        self.k_store, self.v_store, self.write_at = k_store, v_store, write_at
+        self.keys, self.values = k_store, v_store
+        for t in (k_store, v_store, write_at):   # CUDA graphs read these in place, never copy them
+            torch._dynamo.mark_static_address(t)
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        b, h = key_states.shape[:2]
+        # store[i, j, write_at] = key[i, j, 0] for the first b rows, written in place into the whole store
+        # (an index_copy_ into the view store[:b] would be compiled as a copy of those rows, every step)
+        rows, heads = torch.arange(b, device=self.device), torch.arange(h, device=self.device)
+        at = (rows[:, None], heads[None, :], self.write_at)                     # broadcast to (b, h)
+        self.k_store.index_put_(at, key_states[:, :, 0])
+        self.v_store.index_put_(at, value_states[:, :, 0])
+        return self.k_store[:b], self.v_store[:b]                               # (b, heads, S, head_dim)
+
+    def get_seq_length(self, *args, **kwargs):
+        return self.k_store.shape[-2]
+
+
+def decode_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """Attention of one decoding step (query length 1), for grouped-query attention without copying
+    the KV cache: the queries of the g heads that share a key/value head become that head's g query
+    positions, (b, heads, 1, d) -> (b, kv_heads, g, d), so SDPA reads each cached key and value once.
+    (transformers' SDPA path, when compiled, repeats keys and values per query head instead: a copy of
+    the whole cache, times g, every step.) Returns (b, 1, heads, d), as transformers' attention functions."""
+    b, heads, q, d = query.shape
+    g = heads // key.shape[1]                                                   # query heads per kv head
+    out = torch.nn.functional.scaled_dot_product_attention(query.reshape(b, heads // g, g * q, d), key, value,
+                                                           attn_mask=attention_mask, scale=scaling)
+    return out.reshape(b, heads, q, d).transpose(1, 2), None                    # head h = kv head h // g, row h % g
+
+
+DECODE_ATTENTION = "rollout_decode"          # its name among transformers' attention functions (registered once)
+
+
+def _decode_step(model, cache, cache_kw, ids, pos, mask):
+    """One decoding step, the compiled function: ids, pos (k, 1), mask (k, 1, 1, S) -> logits (k, V)."""
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_kw: cache})
+    return out.logits[:, -1].float()
+
+
+class CompiledDecoder:
+    """State of the compiled path for one model: the fixed KV storage and the compiled decode step."""
+
+    def __init__(self, model, options):
+        attn = getattr(model.config, "_attn_implementation", None)
+        if attn not in ("sdpa", "eager"):
+            raise ValueError(f"compile=True needs sdpa or eager attention (it passes a 4D mask), not {attn!r}")
+        from transformers import AttentionInterface
+        AttentionInterface.register(DECODE_ATTENTION, decode_attention)
+        self.step = torch.compile(_decode_step, **options)
+        self.cache, self.rows, self.length = None, 0, 0
+        self.cuda = next(model.parameters()).device.type == "cuda"
+
+    def storage(self, model, prefilled, b, needed):
+        """The fixed cache, with room for b rows of `needed` positions, holding `prefilled`'s keys/values."""
+        if b > self.rows or needed > self.length:                              # (re)allocate, zero-filled
+            self.rows, self.length = max(b, self.rows), max(self.length, -(-needed // 256) * 256)
+            self.write_at = torch.zeros(1, dtype=torch.long, device=prefilled.layers[0].k_store.device)
+            cache = DynamicCache(config=model.config)
+            cache.layers = [FixedLayer(*(s.new_zeros((self.rows,) + s.shape[1:2] + (self.length,) + s.shape[3:])
+                                         for s in (layer.k_store, layer.v_store)), self.write_at)
+                            for layer in prefilled.layers]
+            self.cache = cache
+        for fixed, layer in zip(self.cache.layers, prefilled.layers):
+            fixed.k_store[:b, :, :layer.length] = layer.keys
+            fixed.v_store[:b, :, :layer.length] = layer.values
+        return self.cache
+
+    def compact(self, keep, filled):
+        """Rows `keep` (n,) of the rows being decoded become rows 0..n-1 (their first `filled` positions)."""
+        for layer in self.cache.layers:
+            for store in (layer.k_store, layer.v_store):
+                store[:len(keep), :, :filled] = store[:, :, :filled].index_select(0, keep)
+
+    def __call__(self, model, cache_kw, ids, pos, mask, write_at):
+        """Decode one step for the r rows ids, pos (r,), mask (r, 1, 1, S): logits (r, V)."""
+        r = ids.shape[0]
+        bucket = min(self.rows, max(8, 1 << (r - 1).bit_length()))             # the bucket of r rows
+        sel = torch.cat([torch.arange(r, device=ids.device), ids.new_zeros(bucket - r)])   # pad: copies of row 0
+        inputs = ids[sel, None], pos[sel, None], mask[sel]
+        for t in inputs:                          # one graph for every bucket (CUDA graphs: one capture each)
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+        self.write_at.fill_(write_at)
+        if self.cuda:
+            torch.compiler.cudagraph_mark_step_begin()
+        attn, model.config._attn_implementation = model.config._attn_implementation, DECODE_ATTENTION
+        try:                                      # the decode step attends with decode_attention
+            return self.step(model, self.cache, cache_kw, *inputs)[:r]
+        finally:
+            model.config._attn_implementation = attn
+
+
+_DECODERS = weakref.WeakKeyDictionary()                                          # model -> CompiledDecoder
+
+
+def compile_options(device):
+    """torch.compile's arguments for the decode step: CUDA graphs on CUDA, the default elsewhere."""
+    return {"mode": "reduce-overhead"} if torch.device(device).type == "cuda" else {}
+
+
+@torch.inference_mode()
+def _sample_microbatch_compiled(model, prompts, counts, max_new_tokens, temperature, top_p, top_k, eos, pad_id,
+                                generator, check_every, options):
+    """_sample_microbatch with the decode step compiled over a fixed-shape cache (see above)."""
+    decoder = _DECODERS.get(model)
+    if decoder is None:
+        decoder = _DECODERS[model] = CompiledDecoder(model, options)
+    prefilled, logits, mask, next_pos, L = _prefill(model, prompts, counts, max_new_tokens, pad_id, room=0)
+    device, b = logits.device, logits.shape[0]
+    if not all(isinstance(layer, PreallocatedLayer) for layer in getattr(prefilled, "layers", [None])):
+        raise ValueError("compile=True needs transformers' cache layers (transformers >= 4.56)")
+    decoder.storage(model, prefilled, b, L + max_new_tokens)
+    del prefilled
+    S = decoder.length
+    mask = additive_mask(torch.cat([mask[:, :L], mask.new_zeros(b, S - L)], dim=1),
+                         next(model.parameters()).dtype)                        # (b, 1, 1, S): new positions masked
+    cache_kw = _cache_kwarg(model)
+    eos_ids = torch.tensor(eos or [-1], device=device)
+    tokens = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logps = torch.zeros(b, max_new_tokens, device=device)
+    live = torch.arange(b, device=device)
+    running = torch.ones(b, dtype=torch.bool, device=device)
+    for step in range(max_new_tokens):
+        nxt, lp = _draw(logits, temperature, top_p, top_k, generator)
+        tokens[live, step] = torch.where(running, nxt, pad_id)
+        logps[live, step] = torch.where(running, lp, 0.0)
+        running = running & ~torch.isin(nxt, eos_ids)
+        if step == max_new_tokens - 1:
+            break
+        if (step + 1) % check_every == 0:
+            n_running = int(running.sum())
+            if n_running == 0:
+                break
+            if n_running <= 0.75 * live.numel():
+                keep = running.nonzero().squeeze(1)
+                decoder.compact(keep, L + step)
+                live, running, nxt, mask, next_pos = live[keep], running[keep], nxt[keep], mask[keep], next_pos[keep]
+        mask[..., L + step] = 0                                                 # the position written now is seen
+        logits = decoder(model, cache_kw, nxt, next_pos, mask, L + step)
+        next_pos = next_pos + 1
+    tokens, logps = tokens[:, :step + 1], logps[:, :step + 1]
+    completion, finished = _completion(tokens, eos_ids)
+    return tokens, completion, logps, finished

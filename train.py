@@ -95,8 +95,7 @@ def train_step(step, run, cfg):
     # 2. G completions of each, their log-probs under the policy that sampled them, and 3. their rewards:
     #    1 where the final answer equals the gold answer (reward.py), else 0; --resample draws more
     #    groups where pairs tie (resample.py)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed * 1_000_003 + step * 1_009 + rank)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step * 1_009 + rank)
     with autocast(device, cfg.dtype), parallel.full_weights(run.model):   # FSDP: whole weights while sampling
         ro, r = sample_groups(run, cfg, problems, gen)                                       # r: (P*G,)
         first, drawn = r, {"pairs_drawn": len(problems), "extra_rollouts": 0}
@@ -142,7 +141,7 @@ def sample_groups(run, cfg, problems, gen):
     ro = sample(run.model, [p["prompt_ids"] for p in problems], n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, eos_token_id=run.eos,
                 pad_token_id=run.tok.pad_token_id, generator=gen, max_batch_size=cfg.rollout_batch_size or None,
-                tokenizer=run.tok)
+                tokenizer=run.tok, compile=cfg.compile)
     golds = [p["gold"] for p in problems for _ in range(cfg.group_size)]
     return ro, torch.tensor(rewards(ro.texts, golds), device=run.device)
 
@@ -248,15 +247,16 @@ def setup(cfg, device, log):
     cfg.max_new_tokens = cfg.max_new_tokens or (1024 if cfg.data else 8)   # built-in: "\\boxed{" 3 digits "}" EOS
     train_set, held_out = problem_sets(cfg.data, cfg.eval_data, cfg.problem_field, cfg.answer_field)
     path = cfg.model or builtin_model_dir(cfg.cache_dir, cfg.seed, cfg.warm_start_target, device, log)
-    model, tok = load_model_and_tokenizer(path, device, cfg.dtype, cfg.gradient_checkpointing)
+    home = "cpu" if cfg.cpu_offload else device       # --cpu-offload: parallel.wrap moves it a layer at a time
+    model, tok = load_model_and_tokenizer(path, home, cfg.dtype, cfg.gradient_checkpointing)
     bf16_on_cuda = torch.bfloat16 if device.type == "cuda" else None
     train_set, held_out = prompt_sets(train_set[:cfg.train_problems or None], held_out, tok, cfg.template,
                                       not cfg.data, cfg.max_prompt_tokens, log)
     ref_model = None                       # a frozen copy, in bf16 on CUDA
     if cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial"):
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(bf16_on_cuda or model.dtype)
-    # under torchrun: DDP, or FSDP2 shards (before the optimizer, which must see the sharded parameters)
-    train_model = parallel.wrap(model, cfg.fsdp, device, compute_dtype=bf16_on_cuda if cfg.dtype == "auto" else None)
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(device, bf16_on_cuda or model.dtype)
+    # torchrun: DDP or FSDP2 shards; --cpu-offload: FSDP2, state in host memory (before the optimizer is made)
+    train_model = parallel.wrap(model, cfg.fsdp, device, bf16_on_cuda if cfg.dtype == "auto" else None, cfg.cpu_offload)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     return Run(model, train_model, ref_model, optimizer, scheduler, tok, stop_token_ids(model, tok), device,
@@ -276,7 +276,7 @@ def held_out_accuracy(run, cfg):
 def train(cfg):
     """Run GRPO / DPO as configured; returns a summary dict (accuracy before and after, rollouts, time)."""
     t_start = time.perf_counter()
-    _, world, device = parallel.init(cfg.device)
+    _, world, device = parallel.init(cfg.device, one_rank_group=cfg.cpu_offload)
     check_config(cfg, world)
     log = tqdm.write if parallel.is_main() else (lambda msg: None)
     run = setup(cfg, device, log)

@@ -1,23 +1,28 @@
 """One command that measures a GPU: run it whenever one is at hand, and copy its numbers into the README.
 
-    python bench/gpu_check.py               # on one GPU, about 8 minutes; writes bench/results/gpu.md
+    python bench/gpu_check.py               # on one GPU, at most 8 minutes; writes bench/results/gpu.md
     python bench/gpu_check.py --dry-run     # every part on tiny shapes, on the CPU, in about 2 minutes
 
 It installs nothing and runs on the torch and transformers it finds (it prints their versions).
-Each part runs in its own process with a time limit; a part that fails or runs out of time is
-reported as such and the others go on. Models are random weights built from the real config.json
-shapes of Qwen2.5-0.5B and Qwen2.5(-Math)-1.5B (no weights exist on these machines). Parts:
+Each part runs in its own process with a time limit, all within one deadline (8 minutes); a part that
+fails or runs out of time is reported as such and the others go on; parts come in order of importance.
+Models are random weights built from the real config.json shapes of Qwen2.5-0.5B and
+Qwen2.5(-Math)-1.5B (no weights exist on these machines). Parts:
   1. the test suite (python -m pytest -q tests);
-  2. sampling speed (bench/rollout_speed.py): rollout.sample vs model.generate, and generate with a
-     static cache, for the 0.5B and 1.5B shapes at batch 64 / 256 / 512, 512 new tokens, EOS workload;
-  3. training memory (bench/memory.py): measured torch.cuda.max_memory_allocated vs plan.py's plan;
-  4. a 2-GRPO run of the 1.5B shape (64 prompts x 2, 1024 new tokens), 3 steps: seconds per step and
+  2. sampling speed (bench/rollout_speed.py): rollout.sample, eager and compiled (compile=True), vs
+     model.generate and generate with a static cache, for the 0.5B and 1.5B shapes at batch
+     512 / 256 / 64, 512 new tokens, EOS workload;
+  3. decode tokens/s at batch 1 for the 1.5B shape, compiled and eager, as a fraction of the card's
+     memory-bandwidth limit (parameters x 2 bytes read per token);
+  4. the step-time goals: 2 steps of 2-GRPO with --compile, 512 rollouts x 512 new tokens (256 prompts
+     x 2), for the 0.5B and 1.5B shapes (the first step compiles; the second is the one to read;
+     random weights rarely sample EOS, so every rollout runs the full 512 tokens: the worst case);
+  5. training memory (bench/memory.py): measured torch.cuda.max_memory_allocated vs plan.py's plan;
+  6. a 2-GRPO run of the 1.5B shape (64 prompts x 2, 1024 new tokens), 3 steps: seconds per step and
      peak memory against the plan;
-  5. the README's one-GPU recipes (bench/recipes.py) that fit this card, 2 steps each under a memory
+  7. the README's one-GPU recipes (bench/recipes.py) that fit this card, 2 steps each under a memory
      cap equal to the recipe's card (torch.cuda.set_per_process_memory_fraction): peak vs plan, and
-     whether it ran out of memory (with 256 new tokens, to fit the time: the plan is for the same flags);
-  6. decode tokens/s at batch 1 for the 1.5B shape, as a fraction of the card's memory-bandwidth
-     limit (parameters x 2 bytes read per token).
+     whether it ran out of memory (with 256 new tokens, to fit the time: the plan is for the same flags).
 """
 
 import argparse
@@ -72,9 +77,18 @@ def write_model(path, shape, vocab=None):
     return path
 
 
+DEADLINE = [float("inf")]      # perf_counter() time by which every part must end (set by main)
+
+
+def left(cap):
+    """A part's time limit: its own cap, or what is left before the deadline if that is less."""
+    return max(1, int(min(cap, DEADLINE[0] - time.perf_counter())))
+
+
 def part(name, cmd, timeout, log, env=None):
     """Run one part in a subprocess; (ok, stdout, seconds)."""
     t0 = time.perf_counter()
+    timeout = left(timeout)
     try:
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                              env={**os.environ, **(env or {})})
@@ -94,6 +108,7 @@ def train_run(model_dir, flags, out, cap_gib, timeout, world=1):
     code = RUN.format(root=ROOT)
     t0 = time.perf_counter()
     try:
+        timeout = left(timeout)
         res = subprocess.run([sys.executable, "-c", code, json.dumps({"argv": argv, "out": out, "cap_gib": cap_gib})],
                              cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         last = [line for line in res.stdout.splitlines() if line.startswith("{")]
@@ -136,44 +151,86 @@ def main():
         f"{f'{bandwidth} GB/s' if bandwidth else 'unknown for this card'}; `python bench/gpu_check.py"
         f"{' --dry-run' if dry else ''}`, {time.strftime('%Y-%m-%d')}\n")
     py = sys.executable
+    DEADLINE[0] = t_start + (170 if dry else 470)
     # 1. the test suite
     suite = [py, "-m", "pytest", "-q", "-x", "tests"] + (["-k", "layout"] if dry else [])
-    part("1. test suite" + (" (its layout tests, dry run)" if dry else ""), suite, 60 if dry else 150, log)
-    # 2. sampling speed
-    speed = [py, "bench/rollout_speed.py", "--workloads", "eos", "--repeats", "1" if dry else "2", "--static"]
+    part("1. test suite" + (" (its layout tests, dry run)" if dry else ""), suite, 60 if dry else 100, log)
+    # 2. sampling speed: ours eager and compiled, generate, generate with a static cache
+    compiled = ["--compiled"] + (["--compile-backend", "eager"] if dry else [])   # dry run: traced, not compiled
+    speed = [py, "bench/rollout_speed.py", "--workloads", "eos", "--repeats", "1" if dry else "2", "--static",
+             *compiled]
     speed += (["--models", "tiny", "--batches", "8", "--new-tokens", "16"] if dry else
-              ["--models", "0.5B", "1.5B", "--batches", "64", "256", "512", "--new-tokens", "512"])
-    part("2. sampling: rollout.sample vs generate vs generate with a static cache", speed, 60 if dry else 120, log)
-    # 3. training memory, planned vs measured
+              ["--models", "0.5B", "1.5B", "--batches", "512", "256", "64", "--new-tokens", "512"])
+    part("2. sampling: rollout.sample eager and compiled vs generate vs generate with a static cache", speed,
+         60 if dry else 150, log)
+    # 3. decode at batch 1 against the memory-bandwidth limit
+    part("3. decode at batch 1", [py, "bench/rollout_speed.py", "--workloads", "fixed", "--repeats", "1", *compiled,
+                                  "--models", "tiny" if dry else "1.5B", "--batches", "1",
+                                  "--new-tokens", "16" if dry else "256", "--json", os.path.join(tmp, "b1.json")],
+         60 if dry else 60, log)
+    try:
+        b1 = json.load(open(os.path.join(tmp, "b1.json")))[0]
+        limit = bandwidth * 1e9 / (2 * b1["params"]) if bandwidth else None
+        for label, tps in (("compiled", b1["compiled_tps"]), ("eager", b1["ours_tps"])):
+            log(f"batch-1 decode, {label}: {tps:.0f} tokens/s" + (
+                f", {100 * tps / limit:.0f}% of the bandwidth limit of {limit:.0f} tokens/s ({bandwidth} GB/s / "
+                f"(2 bytes x {b1['params'] / 1e9:.2f}B))" if limit else " (no bandwidth figure for this card)") + "\n")
+    except (OSError, IndexError, KeyError, ValueError) as e:
+        log(f"batch-1 decode: no result ({type(e).__name__})\n")
+    # 4. the step-time goals: 512 rollouts x 512 tokens, compiled sampling
+    import recipes
+    tiny_shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=1000, tie_word_embeddings=True)
+    goals = ["| shape | flags | seconds per step (1st compiles) | goal for the 2nd | peak allocated (GiB) | result |",
+             "|---|---|---|---|---|---|"]
+    for shape_name, goal, extra in (("0.5B", 8, []), ("1.5B", 20, ["--gradient-checkpointing"])):
+        gdir = write_model(os.path.join(tmp, f"goal-{shape_name}"), tiny_shape if dry else
+                           recipes.SHAPES["Qwen2.5-0.5B-Instruct" if shape_name == "0.5B" else "Qwen2.5-Math-1.5B"])
+        gflags = ["--group-size", "2", "--prompts-per-step", "8" if dry else "256", "--max-new-tokens",
+                  "16" if dry else "512", "--micro-batch-size", "32", "--logprob-chunk", "256", "--steps", "2",
+                  "--lr", "1e-6", *extra] + ([] if dry else ["--compile"])     # dry run: eager sampling
+        res, dt = train_run(gdir, gflags, os.path.join(tmp, f"goal-run-{shape_name}"), 0, 60 if dry else 130)
+        steps = res.get("step_s") or []
+        goals.append(f"| {shape_name} | `{' '.join(gflags)}` | {steps} | {goal} s: "
+                     f"{('met' if steps[-1] < goal else 'NOT met') if len(steps) > 1 else '-'} | "
+                     f"{res.get('peak_gib')} | {'out of memory' if res.get('oom') else res.get('error') or 'ran'} |")
+    log(f"## 4. step-time goals: 2-GRPO, {'8 prompts x 2 x 16 tokens (dry run, eager)' if dry else '512 rollouts x 512 tokens, --compile'}"
+        f"\n\n" + "\n".join(goals) + "\n")
+    # 5. training memory, planned vs measured
     mem = [py, "bench/memory.py", "--seqs", "2" if dry else "8"] + (["--configs", "small (h 256)", "--completion", "32",
                                                                      "--options", "plain", "chunk"] if dry else [])
-    part("3. training memory: measured vs plan.py", mem, 60 if dry else 60, log)
-    # 4. a 2-GRPO run of the 1.5B shape
-    import recipes
-    shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=1000, tie_word_embeddings=True) if dry else \
-        recipes.SHAPES["Qwen2.5-Math-1.5B"]
+    part("5. training memory: measured vs plan.py", mem, 60 if dry else 50, log)
+    # 6. a 2-GRPO run of the 1.5B shape
+    shape = tiny_shape if dry else recipes.SHAPES["Qwen2.5-Math-1.5B"]
     model_dir = write_model(os.path.join(tmp, "model-1.5B"), shape)
     flags = ["--group-size", "2", "--prompts-per-step", "8" if dry else "64", "--max-new-tokens", "16" if dry else "1024",
              "--max-prompt-tokens", "512", "--micro-batch-size", "8", "--rollout-batch-size", "64",
              "--gradient-checkpointing", "--logprob-chunk", "256", "--steps", "2" if dry else "3", "--lr", "1e-6"]
-    res, dt = train_run(model_dir, flags, os.path.join(tmp, "run-1.5B"), 0, 60 if dry else 90)
+    res, dt = train_run(model_dir, flags, os.path.join(tmp, "run-1.5B"), 0, 60 if dry else 80)
     plan_gib = planned_gib(model_dir, flags)
-    log(f"## 4. 2-GRPO, {'tiny' if dry else '1.5B'} shape, {'8' if dry else '64'} prompts x 2 ({dt:.0f} s)\n\n"
+    log(f"## 6. 2-GRPO, {'tiny' if dry else '1.5B'} shape, {'8' if dry else '64'} prompts x 2 ({dt:.0f} s)\n\n"
         f"seconds per step: {res.get('step_s')}; peak allocated: {res.get('peak_gib')} GiB; planned: {plan_gib:.2f} "
         f"GiB; {'out of memory' if res.get('oom') else res.get('error') or 'ran'}\n")
-    # 5. the recipes that fit this card, each under a cap equal to its card
+    # 7. the recipes that fit this card, each under a cap equal to its card
     rows = []
     for card in recipes.CARDS:
         for model_name in recipes.SHAPES:
             r = recipes.recipe(model_name, card)
-            if r is None or r[1] != 1 or (cuda and card > total_gib) or (dry and rows):
+            offload = r is not None and "--cpu-offload" in r[0]
+            if r is None or r[1] != 1 or (cuda and card > total_gib) or \
+                    (dry and any(("--cpu-offload" in row[2]) == offload for row in rows)):  # dry: one of each kind
                 continue
             rows.append((card, model_name, r[0], r[2]))
     table = ["| card (GiB) | model | flags | planned (GiB) | peak allocated (GiB) | result | s |", "|---|---|---|---|---|---|---|"]
+    ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     for card, model_name, extra, planned in rows:
-        if time.perf_counter() - t_start > (100 if dry else 420):
-            table.append(f"| {card} | {model_name} | `{extra}` | {planned:.1f} | - | skipped: out of time | - |")
+        import plan
+        from config import Config
+        host_gib = 0 if dry else plan.host_bytes(Config(cpu_offload="--cpu-offload" in extra),
+                                                 plan.shape(recipes.model_config(model_name))) / 2 ** 30
+        if DEADLINE[0] - time.perf_counter() < 20 or host_gib > 0.8 * ram_gib:
+            why = "out of time" if host_gib <= 0.8 * ram_gib else f"needs {host_gib:.0f} GiB of host RAM of {ram_gib:.0f}"
+            table.append(f"| {card} | {model_name} | `{extra}` | {planned:.1f} | - | skipped: {why} | - |")
             continue
         rdir = write_model(os.path.join(tmp, model_name), shape if dry else recipes.SHAPES[model_name])
         rflags = [*flags[:-4], *extra.split(), "--max-new-tokens", "16" if dry else "256", "--steps", "2"]
@@ -181,20 +238,7 @@ def main():
         planned = planned_gib(rdir, rflags) + 0.75
         table.append(f"| {card} | {model_name} | `{extra or '(none)'}` | {planned:.1f} | {res.get('peak_gib')} | "
                      f"{'OUT OF MEMORY' if res.get('oom') else res.get('error') or 'ran'} | {dt:.0f} |")
-    log("## 5. recipes under a memory cap equal to their card\n\n" + "\n".join(table) + "\n")
-    # 6. decode at batch 1 against the memory-bandwidth limit
-    part("6. decode at batch 1", [py, "bench/rollout_speed.py", "--workloads", "fixed", "--repeats", "1",
-                                  "--models", "tiny" if dry else "1.5B", "--batches", "1",
-                                  "--new-tokens", "16" if dry else "256", "--json", os.path.join(tmp, "b1.json")],
-         60 if dry else 40, log)
-    try:
-        b1 = json.load(open(os.path.join(tmp, "b1.json")))[0]
-        limit = bandwidth * 1e9 / (2 * b1["params"]) if bandwidth else None
-        log(f"batch-1 decode: {b1['ours_tps']:.0f} tokens/s" + (f", {100 * b1['ours_tps'] / limit:.0f}% of the "
-            f"bandwidth limit of {limit:.0f} tokens/s ({bandwidth} GB/s / (2 bytes x {b1['params'] / 1e9:.2f}B))"
-            if limit else " (no bandwidth figure for this card)") + "\n")
-    except (OSError, IndexError, KeyError, ValueError) as e:
-        log(f"batch-1 decode: no result ({type(e).__name__})\n")
+    log("## 7. recipes under a memory cap equal to their card\n\n" + "\n".join(table) + "\n")
     log(f"total {time.perf_counter() - t_start:.0f} s")
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     with open(out_path, "w") as f:

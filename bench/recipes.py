@@ -5,8 +5,9 @@
 Base run (the paper's setup scaled to one GPU): 2-GRPO, 64 prompts x 2 rollouts per step, 1024 new
 tokens, MATH prompts of at most 512 tokens, micro-batches of 8, fp32 weights with AdamW and bf16
 autocast (full fine-tuning, as the paper). For each card, plan.suggestions picks the first memory
-flags that fit (--logprob-chunk, --gradient-checkpointing, smaller micro-batches), else shards the
-state over 2, 4 or 8 such cards with torchrun --fsdp. Shapes are the models' real config.json
+flags that fit (--logprob-chunk, --gradient-checkpointing, smaller micro-batches), else the same with
+--cpu-offload (weights, gradients and AdamW state in host memory: the host RAM column), else shards
+the state over 2, 4 or 8 such cards with torchrun --fsdp. Shapes are the models' real config.json
 values; no weights are loaded.
 """
 
@@ -50,17 +51,20 @@ def recipe(name, card):
 
 
 def table():
-    lines = ["| card (GiB) | model | flags added to the base run | GPUs | planned peak per GPU (GiB) | full fine-tuning |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| card (GiB) | model | flags added to the base run | GPUs | planned peak per GPU (GiB) "
+             "| host RAM for --cpu-offload (GiB) | full fine-tuning |", "|---|---|---|---|---|---|---|"]
     for card in CARDS:
         for name in SHAPES:
             r = recipe(name, card)
             if r is None:
-                lines.append(f"| {card} | {name} | does not fit, even sharded over 8 such cards (see below) | - | - "
-                             f"| no: LoRA or CPU offload would be needed |")
+                lines.append(f"| {card} | {name} | does not fit, even sharded over 8 such cards or offloaded (see "
+                             f"below) | - | - | - | no: LoRA would be needed |")
                 continue
             flags, ranks, peak = r
-            lines.append(f"| {card} | {name} | {('`' + flags + '`') if flags else '(none)'} | {ranks} | {peak:.1f} | yes |")
+            host = plan.host_bytes(Config(cpu_offload=True), plan.shape(model_config(name))) / plan.GiB \
+                if "--cpu-offload" in flags else None
+            lines.append(f"| {card} | {name} | {('`' + flags + '`') if flags else '(none)'} | {ranks} | {peak:.1f} | "
+                         f"{f'{host:.0f}' if host else '-'} | yes |")
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
     python bench/rollout_speed.py [--batches 64 256] [--new-tokens 64] [--repeats 5] [--device cpu|cuda]
                                   [--models tiny 50M] [--workloads fixed eos] [--stop-prob 0.03125]
+                                  [--static] [--compiled] [--json FILE]
 
 Both sample (temperature 1, top-p 1) with the KV cache on, in two workloads:
   fixed  exactly --new-tokens tokens per row (no EOS), so both do the same work each step: this
@@ -15,6 +16,8 @@ Models, random weights built from configs (no download):
   50M    a Qwen2 config of about 50M parameters (8 layers, hidden 512, vocabulary 32k)
 Runs alternate (generate, ours, generate, ours, ...) so drift on a shared machine hits both alike;
 prints the median tokens/s of each and the median of the per-pair speed ratios (ours / generate).
+--static adds generate with a static cache (compiled by transformers on CUDA), --compiled adds
+rollout.sample(compile=True) (the compiled decode path; its compilation happens in the untimed warm-up).
 """
 
 import argparse
@@ -74,6 +77,9 @@ def main():
     ap.add_argument("--static", action="store_true", help="also generate with a static cache (cache_implementation="
                                                            "'static'; transformers compiles its decoding step itself "
                                                            "where it supports that, as on CUDA): its fastest own path")
+    ap.add_argument("--compiled", action="store_true", help="also rollout.sample(compile=True)")
+    ap.add_argument("--compile-backend", default="", help="torch.compile backend for --compiled; default: "
+                                                          "rollout.compile_options (eager: trace only, a dry run)")
     ap.add_argument("--json", default="", help="also write the rows to this JSON file")
     args = ap.parse_args()
     rows = []
@@ -82,7 +88,9 @@ def main():
     print(f"device: {torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'}, "
           f"threads: {torch.get_num_threads()}, new tokens: {args.new_tokens}")
     print(f"{'model':<7}{'params':>8}{'batch':>7}{'workload':>10}{'mean len':>10}{'generate tok/s':>16}"
-          f"{'ours tok/s':>12}{'ratio':>8}" + (f"{'static tok/s':>14}{'ours/static':>13}" if args.static else ""))
+          f"{'ours tok/s':>12}{'ratio':>8}" + (f"{'static tok/s':>14}{'ours/static':>13}" if args.static else "")
+          + (f"{'compiled tok/s':>16}{'comp/generate':>15}" + (f"{'comp/static':>13}" if args.static else "")
+             if args.compiled else ""))
     for name in args.models:
         cfg = CONFIGS[name]()
         model = Qwen2ForCausalLM(cfg).to(dev).eval()
@@ -91,7 +99,7 @@ def main():
         model.generation_config.eos_token_id = None
         params = sum(p.numel() for p in model.parameters())
         stop = list(range(1, 1 + max(1, round(cfg.vocab_size * args.stop_prob))))
-        for B in args.batches:
+        for B in sorted(args.batches, reverse=True):  # largest first: the compiled path's cache then fits all
             g = torch.Generator().manual_seed(B)
             prompts = [torch.randint(3, cfg.vocab_size, (int(torch.randint(6, 16, (1,), generator=g)),),
                                      generator=g).tolist() for _ in range(B)]
@@ -124,17 +132,28 @@ def main():
                                 eos_token_id=eos, seed=0)
                     produced["ours"] = int(ro.lengths.sum())
 
+                def compiled():
+                    ro = sample(model, prompts, n=1, max_new_tokens=args.new_tokens, temperature=1.0,
+                                eos_token_id=eos, seed=0,
+                                compile={"backend": args.compile_backend} if args.compile_backend else True)
+                    produced["compiled"] = int(ro.lengths.sum())
+
                 hf(), ours()  # warm-up (allocator, kernels)
                 if args.static:
                     static()        # warm-up: on CUDA the first calls compile the decoding step
+                if args.compiled:
+                    t_compile = timed(compiled)   # compiles (once per model and batch bucket), then replays
+                    print(f"  (compiled path: first call {t_compile:.0f} s, compilation included)", flush=True)
                 pairs = []
                 for _ in range(args.repeats):  # alternate, so drift on a shared machine hits both alike
                     t_hf = timed(hf)
                     t_ours = timed(ours)
                     t_static = timed(static) if args.static else None
+                    t_compiled = timed(compiled) if args.compiled else None
                     pairs.append((produced["hf"] / t_hf, produced["ours"] / t_ours,
                                   produced["hf"], produced["ours"],
-                                  produced["static"] / t_static if args.static else None))
+                                  produced["static"] / t_static if args.static else None,
+                                  produced["compiled"] / t_compiled if args.compiled else None))
                 hf_tps, our_tps = (statistics.median(p[i] for p in pairs) for i in (0, 1))
                 ratio = statistics.median(p[1] / p[0] for p in pairs)
                 mean_len = f"{statistics.mean(p[3] for p in pairs) / B:.0f}/{statistics.mean(p[2] for p in pairs) / B:.0f}"
@@ -145,6 +164,13 @@ def main():
                     row["static_tps"] = statistics.median(p[4] for p in pairs)
                     row["ours_vs_static"] = statistics.median(p[1] / p[4] for p in pairs)
                     extra = f"{row['static_tps']:>14.0f}{row['ours_vs_static']:>12.2f}x"
+                if args.compiled:
+                    row["compiled_tps"] = statistics.median(p[5] for p in pairs)
+                    row["compiled_vs_generate"] = statistics.median(p[5] / p[0] for p in pairs)
+                    extra += f"{row['compiled_tps']:>16.0f}{row['compiled_vs_generate']:>14.2f}x"
+                    if args.static:
+                        row["compiled_vs_static"] = statistics.median(p[5] / p[4] for p in pairs)
+                        extra += f"{row['compiled_vs_static']:>12.2f}x"
                 rows.append(row)
                 print(f"{name:<7}{params / 1e6:>7.1f}M{B:>7}{workload:>10}{mean_len:>10}{hf_tps:>16.0f}"
                       f"{our_tps:>12.0f}{ratio:>7.2f}x" + extra, flush=True)

@@ -90,6 +90,19 @@ def test_eval_command_line_end_to_end(tiny_model_dir, tmp_path, capsys):
     assert greedy["temperature"] == 0.0 and "mean@1" in greedy
 
 
+def test_eval_compile_gives_the_same_completions(tiny_model_dir, tmp_path, monkeypatch):
+    """--compile samples through rollout.py's compiled path: the same completions and scores (traced by
+    torch.compile without code generation here, for speed; tests/test_rollout.py compiles for real)."""
+    import rollout
+    calls = []
+    monkeypatch.setattr(rollout, "compile_options", lambda device: calls.append(device) or {"backend": "eager"})
+    argv = ["--model", tiny_model_dir, "--samples", "2", "--temperature", "1.0", "--limit", "12", "--batch-size", "8"]
+    plain = evaluation.main(argv + ["--out", str(tmp_path / "plain.jsonl")])
+    compiled = evaluation.main(argv + ["--out", str(tmp_path / "compiled.jsonl"), "--compile"])
+    assert calls and compiled == plain
+    assert open(tmp_path / "plain.jsonl").read() == open(tmp_path / "compiled.jsonl").read()
+
+
 def test_informative_share_by_hand():
     from eval import informative_share
     # 2 of 4 right: pairs drawn from the 4 samples differ in 4 of C(4,2) = 6 ways -> 2/3 (plug-in: 1/2)

@@ -14,9 +14,11 @@ def test_gpu_check_dry_run_runs_every_part(tmp_path):
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = out.read_text()
-    for heading in ("## 1. test suite", "## 2. sampling", "## 3. training memory", "## 4. 2-GRPO",
-                    "## 5. recipes under a memory cap", "## 6. decode at batch 1"):
+    for heading in ("## 1. test suite", "## 2. sampling", "## 3. decode at batch 1", "## 4. step-time goals",
+                    "## 5. training memory", "## 6. 2-GRPO", "## 7. recipes under a memory cap"):
         assert heading in report, heading
     assert "FAILED" not in report and "skipped: out of time" not in report, report
-    assert "seconds per step: [" in report and "batch-1 decode:" in report
+    assert "seconds per step: [" in report and "batch-1 decode, compiled:" in report
+    assert report.count("| ran |") == 4                   # both step-time runs and the dry run's two recipes ran
+    assert "--cpu-offload" in report.split("## 7.")[1]        # one of them offloads the state to host memory
     assert "transformers" in report.splitlines()[2]                       # the versions are printed

@@ -128,7 +128,35 @@ def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir, engine):
             assert torch.equal(v, straight[k]), k
         assert any(not torch.equal(v, start[k]) for k, v in straight.items())     # training moved the weights
         # a sharded checkpoint is resumed sharded: without --fsdp it is a clear error, not a crash
-        with pytest.raises(SystemExit, match="written with --fsdp"):
+        with pytest.raises(SystemExit, match="written with --fsdp / --cpu-offload"):
             train.main(small_run_args(tmp_path, tiny_model_dir, steps=4, out_dir=str(out), resume=True, beta=0.04))
 
 
+
+
+def test_cpu_offload_on_one_process_trains_like_the_plain_run(tmp_path, tiny_model_dir):
+    """--cpu-offload without torchrun: a group of one process, FSDP2's CPUOffloadPolicy (unpinned on a
+    CPU). The steps are the plain run's (same losses, gradients, weights); the checkpoint resumes with
+    --cpu-offload and is refused without it; the final model is an ordinary Hugging Face model."""
+    import torch.distributed as dist
+    rows, models = [], []
+    for offload in (False, True):
+        out = tmp_path / f"offload-{offload}"
+        train.main(small_run_args(tmp_path, tiny_model_dir, steps=2, prompts_per_step=16, group_size=8,
+                                  micro_batch_size=16, cpu_offload=offload, out_dir=str(out)))
+        assert not dist.is_initialized()                              # the run's group of one is closed
+        rows.append([json.loads(line) for line in open(out / "metrics.jsonl")])
+        models.append(AutoModelForCausalLM.from_pretrained(out / "model").state_dict())
+    assert "grad_norm" in rows[0][0]
+    for plain, offloaded in zip(*rows):
+        for key in ("reward_mean", "informative_pairs", "loss", "grad_norm"):
+            assert offloaded.get(key) == pytest.approx(plain.get(key), rel=1e-4, abs=1e-7), key
+    for k, v in models[0].items():
+        assert torch.allclose(models[1][k], v, atol=1e-6), k
+    out = tmp_path / "offload-True"
+    train.main(small_run_args(tmp_path, tiny_model_dir, steps=3, prompts_per_step=16, group_size=8,
+                              micro_batch_size=16, cpu_offload=True, resume=True, out_dir=str(out)))
+    assert [json.loads(line)["step"] for line in open(out / "metrics.jsonl")] == [0, 1, 2]
+    with pytest.raises(SystemExit, match="written with --fsdp / --cpu-offload"):
+        train.main(small_run_args(tmp_path, tiny_model_dir, steps=4, prompts_per_step=16, group_size=8,
+                                  micro_batch_size=16, resume=True, out_dir=str(out)))

@@ -55,6 +55,26 @@ def test_parts_by_hand_on_a_tiny_config():
     assert sharded["weights (N w / shards)"] == N and sharded["AdamW moments (2 N w / shards)"] == 2 * N
 
 
+def test_compile_keeps_a_fixed_kv_cache_through_training():
+    """--compile: the KV cache is rounded up to 256 positions and stays allocated (rollout.CompiledDecoder
+    reuses it), so it counts in every phase; on CUDA the CUDA graphs' pool of decode-step logits too."""
+    config = Qwen2Config(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    s = plan.shape(config)
+    cfg = Config(prompts_per_step=4, group_size=2, micro_batch_size=2, max_new_tokens=10, max_prompt_tokens=6)
+    eager_rows, eager = plan.plan(cfg, s, device="cpu")
+    rows, total = plan.plan(Config(**{**vars(cfg), "compile": True}), s, device="cpu")
+    fixed = dict(rows)["--compile: fixed KV cache, kept (R S' 2 L kv a, S' = S up to 256)"]
+    assert fixed == 8 * 256 * 2 * 2 * 8 * 4                         # 8 rows x 256 positions (16 rounded up)
+    assert not any(name.startswith("KV cache") for name, _ in rows)
+    # while sampling, the prompts' cache is made (8 rows x 6 prompt tokens) and copied into the fixed one
+    assert dict(rows)["--compile: the prompts' KV cache, copied into it (R P 2 L kv a, P prompt tokens)  "
+                      "(other phase, not at the peak)"] == 8 * 6 * 2 * 2 * 8 * 4
+    assert total == pytest.approx(eager + fixed)                    # the peak phase (training) is unchanged
+    cuda = dict(plan.plan(Config(**{**vars(cfg), "compile": True}), s, device="cuda")[0])
+    assert cuda["--compile: CUDA graphs' pool, decode-step logits (R V x 6 bytes)"] == 8 * 100 * 6
+
+
 def test_the_readme_example_does_not_fit_24_gib_and_says_what_would(tmp_path, capsys):
     model = config_dir(tmp_path, QWEN_MATH_15B, "Qwen2.5-Math-1.5B")
     argv = ["--plan", "--model", model, "--group-size", "2", "--prompts-per-step", "64", "--max-new-tokens", "1024",
@@ -65,15 +85,23 @@ def test_the_readme_example_does_not_fit_24_gib_and_says_what_would(tmp_path, ca
     # fp32 weights, gradients and AdamW moments alone: 1.54e9 x 16 bytes = 23.0 GiB
     assert "weights (N w / shards)" in text and "1.54B parameters" in text
     fix = [line for line in text.splitlines() if line.strip().startswith("fits with:")][0]
-    assert "--fsdp" in fix                       # no single-card change fits: the state must be sharded
-    # the suggested flags, planned for 2 ranks as torchrun runs them, fit
-    flags = fix.split("train.py ... ", 1)[1].rsplit("  (", 1)[0].split()
+    # no memory flag alone fits one card: the state goes to host memory (FSDP2's CPU offload)
+    assert fix.split("(")[0].split() == ["fits", "with:", "--cpu-offload", "--logprob-chunk", "256",
+                                         "--gradient-checkpointing"]
+    flags = fix.split("with: ", 1)[1].rsplit("  (", 1)[0].split()
+    again = train.main(argv + flags)
+    text = capsys.readouterr().out
+    # on the GPU: no weights, gradients or moments; the whole bf16 model while sampling (1.54e9 x 2 bytes)
+    assert "whole weights gathered for sampling (N x 2 bytes)" in text and "weights (N w / shards)" not in text
+    assert "host memory (CPU RAM) per rank for --cpu-offload: 23.0 GiB" in text       # 1.54e9 x 16 bytes
+    assert again["total_gib"] + plan.CONTEXT_GIB <= 24 and "fits:" in text
+    # without host memory to spare, two 24 GiB cards hold the sharded state
     os.environ["WORLD_SIZE"] = "2"
     try:
-        again = train.main(argv + flags)
+        sharded = train.main(argv + ["--fsdp", "--logprob-chunk", "256", "--gradient-checkpointing"])
     finally:
         del os.environ["WORLD_SIZE"]
-    assert again["total_gib"] + plan.CONTEXT_GIB <= 24 and "fits:" in capsys.readouterr().out
+    assert sharded["total_gib"] + plan.CONTEXT_GIB <= 24 and "fits:" in capsys.readouterr().out
     # an 80 GiB card fits it on one GPU with the memory flags alone
     train.main(argv[:-1] + ["80"])
     assert "fits with: --logprob-chunk 256 --gradient-checkpointing" in capsys.readouterr().out

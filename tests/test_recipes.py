@@ -27,7 +27,7 @@ def readme_rows():
 
 @pytest.mark.parametrize("row", range(len(recipes.CARDS) * len(recipes.SHAPES)))
 def test_each_recipe_gets_its_verdict(tmp_path, capsys, monkeypatch, row):
-    card, name, flags, gpus, peak, _ = [c.strip() for c in readme_rows()[row]]
+    card, name, flags, gpus, peak, host, _ = [c.strip() for c in readme_rows()[row]]
     model = tmp_path / name
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"],
@@ -42,5 +42,9 @@ def test_each_recipe_gets_its_verdict(tmp_path, capsys, monkeypatch, row):
     monkeypatch.setenv("WORLD_SIZE", gpus)
     extra = [] if flags == "(none)" else shlex.split(flags.strip("`"))
     out = train.main(["--plan", "--model", str(model), *BASE, *extra, "--gpu-memory", card])
-    assert "fits:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fits:" in printed
     assert out["total_gib"] + 0.75 == pytest.approx(float(peak), abs=0.06)
+    if "--cpu-offload" in flags:                  # the plan names the host memory the offloaded state needs
+        printed_host = float(printed.split("per rank for --cpu-offload: ")[1].split(" GiB")[0])
+        assert printed_host == pytest.approx(float(host), abs=0.5)

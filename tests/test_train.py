@@ -165,6 +165,31 @@ def test_runs_with_and_without_skipping_ties_log_the_same_first_step(tmp_path, t
     assert aggregation == "seq_mean" or abs(full["loss"]) > 1e-4
 
 
+def test_compiled_sampling_trains_exactly_like_the_eager_loop(tmp_path, tiny_model_dir, monkeypatch):
+    """--compile samples the same tokens, so two steps log the same rewards, lengths and losses.
+    (torch.compile's tracer without code generation here, for speed; tests/test_rollout.py runs the
+    real compiler.)"""
+    import rollout
+    calls = []
+    monkeypatch.setattr(rollout, "compile_options", lambda device: calls.append(device) or {"backend": "eager"})
+    rows = []
+    for compile in (False, True):
+        out = tmp_path / f"compile-{compile}"
+        train.main(small_run_args(tmp_path, tiny_model_dir, steps=2, prompts_per_step=16, group_size=8,
+                                  micro_batch_size=16, compile=compile, out_dir=str(out)))
+        rows.append([json.loads(line) for line in open(out / "metrics.jsonl")])
+    assert len(calls) == 2                                        # the compiled path sampled both steps
+    assert len(rows[0]) == len(rows[1]) == 2 and "grad_norm" in rows[0][0]
+    for eager, compiled in zip(*rows):
+        for key in ("reward_mean", "response_len", "tie_frac", "informative_pairs", "loss", "grad_norm"):
+            assert compiled.get(key) == pytest.approx(eager.get(key), rel=1e-4, abs=1e-7), key
+
+
+def test_compile_with_fsdp_is_refused():
+    with pytest.raises(SystemExit, match="--compile does not go with --fsdp"):
+        parse_args(["--compile", "--fsdp"])
+
+
 @pytest.mark.parametrize("aggregation", ["seq_mean", "seq_sum"])
 def test_filtering_ties_is_dapo_renormalisation(aggregation):
     """--filter-ties averages over the 6 informative rows instead of all 8: the step is 8/6 as large."""
