@@ -161,8 +161,19 @@ def main():
              *compiled]
     speed += (["--models", "tiny", "--batches", "8", "--new-tokens", "16"] if dry else
               ["--models", "0.5B", "1.5B", "--batches", "512", "256", "64", "--new-tokens", "512"])
+    speed += ["--json", os.path.join(tmp, "speed.json")]
     part("2. sampling: rollout.sample eager and compiled vs generate vs generate with a static cache", speed,
          60 if dry else 150, log)
+    goal_lines = ["## Goals (issue #14)", ""]
+    try:                                  # the 0.5B shape at batch 64 (dry run: the tiny model at batch 8)
+        row = next(r for r in json.load(open(os.path.join(tmp, "speed.json")))
+                   if (r["model"], r["batch"]) == (("tiny", 8) if dry else ("0.5B", 64)))
+        goal_lines += [f"- compiled sampler >= 3x generate ({row['model']}, batch {row['batch']}): "
+                       f"{row['compiled_vs_generate']:.2f}x, {'met' if row['compiled_vs_generate'] >= 3 else 'NOT met'}",
+                       f"- compiled sampler ahead of generate with a static cache: {row['compiled_vs_static']:.2f}x, "
+                       f"{'met' if row['compiled_vs_static'] > 1 else 'NOT met'}"]
+    except (OSError, StopIteration, KeyError, ValueError) as e:
+        goal_lines.append(f"- sampling goals: no result ({type(e).__name__})")
     # 3. decode at batch 1 against the memory-bandwidth limit
     part("3. decode at batch 1", [py, "bench/rollout_speed.py", "--workloads", "fixed", "--repeats", "1", *compiled,
                                   "--models", "tiny" if dry else "1.5B", "--batches", "1",
@@ -175,8 +186,12 @@ def main():
             log(f"batch-1 decode, {label}: {tps:.0f} tokens/s" + (
                 f", {100 * tps / limit:.0f}% of the bandwidth limit of {limit:.0f} tokens/s ({bandwidth} GB/s / "
                 f"(2 bytes x {b1['params'] / 1e9:.2f}B))" if limit else " (no bandwidth figure for this card)") + "\n")
+        share = b1["compiled_tps"] / limit if limit else None
+        goal_lines.append(f"- batch-1 decode >= 50% of the bandwidth limit ({b1['model']}): " +
+                          (f"{100 * share:.0f}%, {'met' if share >= 0.5 else 'NOT met'}" if limit else "no figure"))
     except (OSError, IndexError, KeyError, ValueError) as e:
         log(f"batch-1 decode: no result ({type(e).__name__})\n")
+        goal_lines.append(f"- batch-1 decode: no result ({type(e).__name__})")
     # 4. the step-time goals: 512 rollouts x 512 tokens, compiled sampling
     import recipes
     tiny_shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -191,6 +206,9 @@ def main():
                   "--lr", "1e-6", *extra] + ([] if dry else ["--compile"])     # dry run: eager sampling
         res, dt = train_run(gdir, gflags, os.path.join(tmp, f"goal-run-{shape_name}"), 0, 60 if dry else 130)
         steps = res.get("step_s") or []
+        goal_lines.append(f"- a 2-GRPO step of {'16 x 16 (dry run)' if dry else '512 rollouts x 512 tokens'}, "
+                          f"{shape_name} shape, under {goal} s: " + (f"{steps[-1]:.1f} s (2nd step), "
+                          f"{'met' if steps[-1] < goal else 'NOT met'}" if len(steps) > 1 else "no result"))
         goals.append(f"| {shape_name} | `{' '.join(gflags)}` | {steps} | {goal} s: "
                      f"{('met' if steps[-1] < goal else 'NOT met') if len(steps) > 1 else '-'} | "
                      f"{res.get('peak_gib')} | {'out of memory' if res.get('oom') else res.get('error') or 'ran'} |")
@@ -239,6 +257,7 @@ def main():
         table.append(f"| {card} | {model_name} | `{extra or '(none)'}` | {planned:.1f} | {res.get('peak_gib')} | "
                      f"{'OUT OF MEMORY' if res.get('oom') else res.get('error') or 'ran'} | {dt:.0f} |")
     log("## 7. recipes under a memory cap equal to their card\n\n" + "\n".join(table) + "\n")
+    log("\n".join(goal_lines) + "\n")
     log(f"total {time.perf_counter() - t_start:.0f} s")
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     with open(out_path, "w") as f:

@@ -21,6 +21,7 @@ rollout.sample(compile=True) (the compiled decode path; its compilation happens 
 """
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -172,12 +173,11 @@ def main():
                         row["compiled_vs_static"] = statistics.median(p[5] / p[4] for p in pairs)
                         extra += f"{row['compiled_vs_static']:>12.2f}x"
                 rows.append(row)
+                if args.json:                     # after every row: a run cut short keeps what it measured
+                    with open(args.json, "w") as f:
+                        json.dump(rows, f, indent=1)
                 print(f"{name:<7}{params / 1e6:>7.1f}M{B:>7}{workload:>10}{mean_len:>10}{hf_tps:>16.0f}"
                       f"{our_tps:>12.0f}{ratio:>7.2f}x" + extra, flush=True)
-    if args.json:
-        import json
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -21,4 +21,8 @@ def test_gpu_check_dry_run_runs_every_part(tmp_path):
     assert "seconds per step: [" in report and "batch-1 decode, compiled:" in report
     assert report.count("| ran |") == 4                   # both step-time runs and the dry run's two recipes ran
     assert "--cpu-offload" in report.split("## 7.")[1]        # one of them offloads the state to host memory
+    goals = report.split("## Goals (issue #14)")[1]                       # each goal gets a verdict (tiny shapes)
+    lines = [line for line in goals.splitlines() if line.startswith("- ")]
+    assert len(lines) == 5 and "no result" not in goals, goals
+    assert all(line.endswith("met") for line in lines if "bandwidth" not in line)   # no bandwidth figure on a CPU
     assert "transformers" in report.splitlines()[2]                       # the versions are printed
