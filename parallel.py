@@ -94,8 +94,8 @@ def wrap(model, fsdp=False, device=None, compute_dtype=None, cpu_offload=False):
         if world == 1 and not cpu_offload:
             raise SystemExit("error: --fsdp shards the model across processes: launch with torchrun "
                              "--nproc_per_node N (N >= 2)")
-        return shard_model(model, compute_dtype, cpu_offload and (device is None or device.type == "cuda"),
-                           offload=cpu_offload)
+        return shard_model(model, compute_dtype, offload=cpu_offload,
+                           pin_memory=device is None or device.type == "cuda")   # pinning needs an accelerator
     if world == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP

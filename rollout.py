@@ -189,7 +189,8 @@ def _prefill(model, prompts, counts, max_new_tokens, pad_id, room=None):
 def additive_mask(mask, dtype):
     """0/1 mask (b, S) -> the additive 4D mask SDPA and eager attention take, (b, 1, 1, S): 0 where a key
     is seen, the dtype's minimum where not (transformers passes 4D masks through as they are)."""
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask == 0, torch.finfo(dtype).min)[:, None, None, :]
+    additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask == 0, torch.finfo(dtype).min)
+    return additive[:, None, None, :]
 
 
 def _draw(logits, temperature, top_p, top_k, generator):
@@ -219,18 +220,23 @@ def _completion(tokens, eos_ids):
 
 @torch.inference_mode()
 def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_p, top_k, eos, pad_id,
-                       generator, check_every):
+                       generator, check_every, decoder=None):
     """Sample counts[i] completions of prompts[i]; returns tokens, mask, logprobs, finished (rows grouped).
 
     Finished rows leave the batch: at every check (a host sync, every `check_every` steps), once a
     quarter of the rows being decoded have emitted EOS, the batch and its KV cache are compacted to the
     running rows, so the forward pass costs what the unfinished completions need, not what the longest
     one needs (GRPO's completions end at very different lengths). `live` maps each decoded row to its
-    row of the output.
+    row of the output. decoder: a CompiledDecoder (the last section of this file) makes the decode steps
+    over its fixed-shape cache instead of the model's forward; all else is this loop.
     """
-    cache, logits, mask, next_pos, L = _prefill(model, prompts, counts, max_new_tokens, pad_id)
+    cache, logits, mask, next_pos, L = _prefill(model, prompts, counts, max_new_tokens, pad_id,
+                                                room=0 if decoder else None)
     device, b = logits.device, logits.shape[0]
-    if getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager"):
+    if decoder is not None:
+        mask = decoder.start(model, cache, mask, L)                             # its cache holds the prompts now
+        del cache
+    elif getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager"):
         mask = additive_mask(mask, next(model.parameters()).dtype)             # made once for the run
     cache_kw = _cache_kwarg(model)
     eos_ids = torch.tensor(eos or [-1], device=device)
@@ -251,11 +257,17 @@ def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_
                 break
             if n_running <= 0.75 * live.numel():                                # compact: drop finished rows
                 keep = running.nonzero().squeeze(1)
-                cache.batch_select_indices(keep)
+                if decoder is None:
+                    cache.batch_select_indices(keep)
+                else:
+                    decoder.compact(keep, L + step)
                 live, running, nxt, mask, next_pos = live[keep], running[keep], nxt[keep], mask[keep], next_pos[keep]
-        out = model(input_ids=nxt[:, None], attention_mask=mask[..., :L + step + 1], position_ids=next_pos[:, None],
-                    use_cache=True, **{cache_kw: cache})
-        logits = out.logits[:, -1].float()
+        if decoder is None:
+            out = model(input_ids=nxt[:, None], attention_mask=mask[..., :L + step + 1],
+                        position_ids=next_pos[:, None], use_cache=True, **{cache_kw: cache})
+            logits = out.logits[:, -1].float()
+        else:                                                                   # the compiled step, at L + step
+            logits = decoder(model, cache_kw, nxt, next_pos, mask, L + step)
         next_pos = next_pos + 1
     tokens, logps = tokens[:, :step + 1], logps[:, :step + 1]
     completion, finished = _completion(tokens, eos_ids)
@@ -295,16 +307,16 @@ def sample(model, prompts, n=1, max_new_tokens=64, temperature=1.0, top_p=1.0, t
     if current:
         batches.append(current)
     check_every = 1 if device.type == "cpu" else 8   # the all-done check is a host sync on GPUs
+    decoder = compiled_decoder(model, compile if isinstance(compile, dict) else compile_options(device)) \
+        if compile else None
     parts = []
     was_training = model.training
     model.eval()
     try:
         for batch in batches:
-            args = (model, [prompts[i] for i, _ in batch], [c for _, c in batch], max_new_tokens, temperature,
-                    top_p, top_k, eos, pad_token_id, generator, check_every)
-            parts.append(_sample_microbatch_compiled(*args, compile if isinstance(compile, dict) else
-                                                     compile_options(device)) if compile else
-                         _sample_microbatch(*args))
+            parts.append(_sample_microbatch(model, [prompts[i] for i, _ in batch], [c for _, c in batch],
+                                            max_new_tokens, temperature, top_p, top_k, eos, pad_token_id,
+                                            generator, check_every, decoder))
     finally:
         model.train(was_training)
     ro = cat_rollouts([Rollout(tok, m, lp, m.sum(1).long(), fin, []) for tok, m, lp, fin in parts], pad_token_id)
@@ -380,7 +392,8 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=
 #
 # The loop above is bound by kernel launches on a GPU: each step launches a few hundred small kernels
 # from Python. torch.compile(mode="reduce-overhead") replays a whole decode step as one CUDA graph, but a
-# graph fixes every shape and address, so this path differs from the eager one in four ways only:
+# graph fixes every shape and address, so this path (sample's loop, with a CompiledDecoder making its
+# decode steps) differs from the eager one in four ways only:
 #   - the KV cache has a fixed shape (rows, heads, S, head_dim), S = the prompt + new tokens rounded up,
 #     allocated once and reused by every later call that fits; each step writes its key/value at one
 #     position (FixedLayer) and attention reads all S positions, the ones not written yet masked out;
@@ -389,8 +402,8 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=
 #     only among a few buckets, each captured once (an all-masked padding row would make SDPA return NaN);
 #   - the decode step attends with decode_attention, which reads grouped-query keys and values in place;
 #   - the decode step (the model's forward) is compiled; prefill, sampling and compaction stay eager.
-# Rows are compacted at the same steps as the eager loop and tokens are drawn for the live rows alone,
-# so the random stream is the same: for one seed both paths give the same tokens, and log-probs equal up
+# The loop is the same (rows compacted at the same steps, tokens drawn for the live rows alone), so the
+# random stream is the same: for one seed both paths give the same tokens, and log-probs equal up
 # to floating-point summation order (tests/test_rollout.py, fp32). In bf16 a logit that rounds
 # differently in a compiled kernel can change a draw now and then: another sample of the same policy.
 # ------------------------------------------------------------------------------------------------------
@@ -458,20 +471,26 @@ class CompiledDecoder:
         self.cache, self.rows, self.length = None, 0, 0
         self.cuda = next(model.parameters()).device.type == "cuda"
 
-    def storage(self, model, prefilled, b, needed):
-        """The fixed cache, with room for b rows of `needed` positions, holding `prefilled`'s keys/values."""
-        if b > self.rows or needed > self.length:                              # (re)allocate, zero-filled
+    def start(self, model, prefilled, mask, L):
+        """A run's start: the prompts' cache `prefilled` (b rows of L positions) is copied into the fixed
+        cache, (re)allocated, zero-filled, when it has too few rows or positions for the run; returns the
+        run's additive mask (b, 1, 1, S) from its 0/1 mask (b, L + new tokens), with every new position
+        masked until its step writes it."""
+        if not all(isinstance(layer, PreallocatedLayer) for layer in getattr(prefilled, "layers", [None])):
+            raise ValueError("compile=True needs transformers' cache layers (transformers >= 4.56)")
+        b, needed = mask.shape
+        if b > self.rows or needed > self.length:
             self.rows, self.length = max(b, self.rows), max(self.length, -(-needed // 256) * 256)
-            self.write_at = torch.zeros(1, dtype=torch.long, device=prefilled.layers[0].k_store.device)
-            cache = DynamicCache(config=model.config)
-            cache.layers = [FixedLayer(*(s.new_zeros((self.rows,) + s.shape[1:2] + (self.length,) + s.shape[3:])
-                                         for s in (layer.k_store, layer.v_store)), self.write_at)
-                            for layer in prefilled.layers]
-            self.cache = cache
+            self.write_at = torch.zeros(1, dtype=torch.long, device=mask.device)
+            self.cache = DynamicCache(config=model.config)
+            self.cache.layers = [FixedLayer(*(s.new_zeros((self.rows,) + s.shape[1:2] + (self.length,) + s.shape[3:])
+                                              for s in (layer.k_store, layer.v_store)), self.write_at)
+                                 for layer in prefilled.layers]
         for fixed, layer in zip(self.cache.layers, prefilled.layers):
             fixed.k_store[:b, :, :layer.length] = layer.keys
             fixed.v_store[:b, :, :layer.length] = layer.values
-        return self.cache
+        return additive_mask(torch.cat([mask[:, :L], mask.new_zeros(b, self.length - L)], dim=1),
+                             next(model.parameters()).dtype)
 
     def compact(self, keep, filled):
         """Rows `keep` (n,) of the rows being decoded become rows 0..n-1 (their first `filled` positions)."""
@@ -480,7 +499,9 @@ class CompiledDecoder:
                 store[:len(keep), :, :filled] = store[:, :, :filled].index_select(0, keep)
 
     def __call__(self, model, cache_kw, ids, pos, mask, write_at):
-        """Decode one step for the r rows ids, pos (r,), mask (r, 1, 1, S): logits (r, V)."""
+        """Decode one step for the r rows ids, pos (r,), mask (r, 1, 1, S), writing position write_at
+        (which becomes seen in mask, in place): logits (r, V)."""
+        mask[..., write_at] = 0
         r = ids.shape[0]
         bucket = min(self.rows, max(8, 1 << (r - 1).bit_length()))             # the bucket of r rows
         sel = torch.cat([torch.arange(r, device=ids.device), ids.new_zeros(bucket - r)])   # pad: copies of row 0
@@ -500,51 +521,13 @@ class CompiledDecoder:
 _DECODERS = weakref.WeakKeyDictionary()                                          # model -> CompiledDecoder
 
 
+def compiled_decoder(model, options):
+    """The model's CompiledDecoder, made with torch.compile `options` on first use and kept."""
+    if model not in _DECODERS:
+        _DECODERS[model] = CompiledDecoder(model, options)
+    return _DECODERS[model]
+
+
 def compile_options(device):
     """torch.compile's arguments for the decode step: CUDA graphs on CUDA, the default elsewhere."""
     return {"mode": "reduce-overhead"} if torch.device(device).type == "cuda" else {}
-
-
-@torch.inference_mode()
-def _sample_microbatch_compiled(model, prompts, counts, max_new_tokens, temperature, top_p, top_k, eos, pad_id,
-                                generator, check_every, options):
-    """_sample_microbatch with the decode step compiled over a fixed-shape cache (see above)."""
-    decoder = _DECODERS.get(model)
-    if decoder is None:
-        decoder = _DECODERS[model] = CompiledDecoder(model, options)
-    prefilled, logits, mask, next_pos, L = _prefill(model, prompts, counts, max_new_tokens, pad_id, room=0)
-    device, b = logits.device, logits.shape[0]
-    if not all(isinstance(layer, PreallocatedLayer) for layer in getattr(prefilled, "layers", [None])):
-        raise ValueError("compile=True needs transformers' cache layers (transformers >= 4.56)")
-    decoder.storage(model, prefilled, b, L + max_new_tokens)
-    del prefilled
-    S = decoder.length
-    mask = additive_mask(torch.cat([mask[:, :L], mask.new_zeros(b, S - L)], dim=1),
-                         next(model.parameters()).dtype)                        # (b, 1, 1, S): new positions masked
-    cache_kw = _cache_kwarg(model)
-    eos_ids = torch.tensor(eos or [-1], device=device)
-    tokens = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    logps = torch.zeros(b, max_new_tokens, device=device)
-    live = torch.arange(b, device=device)
-    running = torch.ones(b, dtype=torch.bool, device=device)
-    for step in range(max_new_tokens):
-        nxt, lp = _draw(logits, temperature, top_p, top_k, generator)
-        tokens[live, step] = torch.where(running, nxt, pad_id)
-        logps[live, step] = torch.where(running, lp, 0.0)
-        running = running & ~torch.isin(nxt, eos_ids)
-        if step == max_new_tokens - 1:
-            break
-        if (step + 1) % check_every == 0:
-            n_running = int(running.sum())
-            if n_running == 0:
-                break
-            if n_running <= 0.75 * live.numel():
-                keep = running.nonzero().squeeze(1)
-                decoder.compact(keep, L + step)
-                live, running, nxt, mask, next_pos = live[keep], running[keep], nxt[keep], mask[keep], next_pos[keep]
-        mask[..., L + step] = 0                                                 # the position written now is seen
-        logits = decoder(model, cache_kw, nxt, next_pos, mask, L + step)
-        next_pos = next_pos + 1
-    tokens, logps = tokens[:, :step + 1], logps[:, :step + 1]
-    completion, finished = _completion(tokens, eos_ids)
-    return tokens, completion, logps, finished

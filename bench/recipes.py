@@ -36,18 +36,19 @@ def model_config(name):
 
 
 def recipe(name, card):
-    """(flags, ranks, planned GiB with the CUDA context) for the model on a card; flags "" when the
-    base run fits as it is; None when nothing fits on 8 cards."""
+    """(flags, ranks, planned GiB with the CUDA context, host GiB for --cpu-offload, 0 without) for the
+    model on a card; flags "" when the base run fits as it is; None when nothing fits on 8 cards."""
     s = plan.shape(model_config(name))
     total = plan.plan(BASE, s, "cuda")[1]
     if total / plan.GiB + plan.CONTEXT_GIB <= card:
-        return "", 1, total / plan.GiB + plan.CONTEXT_GIB
+        return "", 1, total / plan.GiB + plan.CONTEXT_GIB, 0
     fixes = plan.suggestions(BASE, s, card, "cuda")
     if not fixes:
         return None
     flags, total = fixes[0]
     ranks = int(flags.split("--nproc_per_node ")[1].split()[0]) if flags.startswith("torchrun") else 1
-    return flags.split("train.py ... ")[-1], ranks, total / plan.GiB + plan.CONTEXT_GIB
+    host = plan.host_bytes(Config(cpu_offload="--cpu-offload" in flags), s, ranks) / plan.GiB
+    return flags.split("train.py ... ")[-1], ranks, total / plan.GiB + plan.CONTEXT_GIB, host
 
 
 def table():
@@ -60,9 +61,7 @@ def table():
                 lines.append(f"| {card} | {name} | does not fit, even sharded over 8 such cards or offloaded (see "
                              f"below) | - | - | - | no: LoRA would be needed |")
                 continue
-            flags, ranks, peak = r
-            host = plan.host_bytes(Config(cpu_offload=True), plan.shape(model_config(name))) / plan.GiB \
-                if "--cpu-offload" in flags else None
+            flags, ranks, peak, host = r
             lines.append(f"| {card} | {name} | {('`' + flags + '`') if flags else '(none)'} | {ranks} | {peak:.1f} | "
                          f"{f'{host:.0f}' if host else '-'} | yes |")
     return "\n".join(lines)

@@ -109,35 +109,32 @@ def main():
                 eos = stop if workload == "eos" else None
                 produced = {}
 
-                def hf():
+                def generate(key, **extra):
                     with torch.inference_mode():
                         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
                                              top_p=1.0, top_k=0, max_new_tokens=args.new_tokens,
                                              min_new_tokens=None if eos else args.new_tokens, eos_token_id=eos,
-                                             pad_token_id=0)[:, ids.shape[1]:]
+                                             pad_token_id=0, **extra)[:, ids.shape[1]:]
                     # tokens up to and including the first stop token (generate pads after it)
                     ended = torch.isin(out, torch.tensor(eos or [-1], device=dev))
-                    produced["hf"] = int((ended.long().cumsum(1) - ended.long() == 0).sum())
+                    produced[key] = int((ended.long().cumsum(1) - ended.long() == 0).sum())
+
+                def rollout(key, **extra):
+                    ro = sample(model, prompts, n=1, max_new_tokens=args.new_tokens, temperature=1.0,
+                                eos_token_id=eos, seed=0, **extra)
+                    produced[key] = int(ro.lengths.sum())
+
+                def hf():
+                    generate("hf")
 
                 def static():
-                    with torch.inference_mode():
-                        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
-                                             top_p=1.0, top_k=0, max_new_tokens=args.new_tokens,
-                                             min_new_tokens=None if eos else args.new_tokens, eos_token_id=eos,
-                                             pad_token_id=0, cache_implementation="static")[:, ids.shape[1]:]
-                    ended = torch.isin(out, torch.tensor(eos or [-1], device=dev))
-                    produced["static"] = int((ended.long().cumsum(1) - ended.long() == 0).sum())
+                    generate("static", cache_implementation="static")
 
                 def ours():
-                    ro = sample(model, prompts, n=1, max_new_tokens=args.new_tokens, temperature=1.0,
-                                eos_token_id=eos, seed=0)
-                    produced["ours"] = int(ro.lengths.sum())
+                    rollout("ours")
 
                 def compiled():
-                    ro = sample(model, prompts, n=1, max_new_tokens=args.new_tokens, temperature=1.0,
-                                eos_token_id=eos, seed=0,
-                                compile={"backend": args.compile_backend} if args.compile_backend else True)
-                    produced["compiled"] = int(ro.lengths.sum())
+                    rollout("compiled", compile={"backend": args.compile_backend} if args.compile_backend else True)
 
                 hf(), ours()  # warm-up (allocator, kernels)
                 if args.static:
