@@ -315,9 +315,7 @@ def evaluate_main(args):
                        top_k=args.top_k or 0, max_new_tokens=max_new, batch_size=args.batch_size, seed=args.seed,
                        pass_ks=args.pass_k, answer_fallback=args.answer_fallback, compile=args.compile)
     out = args.out or os.path.join(args.model if os.path.isdir(args.model) else ".", "eval_results.jsonl")
-    with open(out, "w") as f:
-        for r in res["results"]:
-            f.write(json.dumps(r) + "\n")
+    _write_atomic(out, "".join(json.dumps(r) + "\n" for r in res["results"]))
     summary = {k: round(v, 4) for k, v in res.items() if k != "results"}
     summary.update(problems=len(problems), samples=samples, temperature=temperature)
     if samples >= 2:                             # when is G = 2 enough for this model on this data?

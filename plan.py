@@ -78,8 +78,9 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     offload = cfg.cpu_offload and cuda  # the state in host memory (host_bytes), not on the GPU
     T = cfg.max_new_tokens or (1024 if cfg.data else 8)          # as train.setup chooses
     S = (prompt_tokens or cfg.max_prompt_tokens) + T
-    b = min(cfg.micro_batch_size, cfg.prompts_per_step * cfg.group_size // world)
-    R = cfg.rollout_batch_size or cfg.prompts_per_step * cfg.group_size // world
+    rows_per_rank = cfg.prompts_per_step * cfg.group_size // world
+    b = min(cfg.micro_batch_size, rows_per_rank)
+    R = cfg.rollout_batch_size or rows_per_rank
     grads = ("gradients (N w / shards)", N * w / shard)
     parts = [("weights (N w / shards)", N * w / shard),
              ("AdamW moments (2 N w / shards)", 2 * N * w / shard)]
@@ -92,7 +93,6 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     # the update frees the gradients (zero_grad) before its first micro-batch, whose forward peaks
     # before its backward makes them again; from the second micro-batch on they are there. Sampling
     # runs with the gradients of the last update still allocated.
-    rows_per_rank = cfg.prompts_per_step * cfg.group_size // world
     train = [("activations of one micro-batch (b S x per-token bytes)",
               b * S * activation_bytes_per_token(s, a, cfg.gradient_checkpointing)),
              ("logits and log-softmax (b T V, or b c V chunked)", logit_bytes(s, a, b, T, cfg.logprob_chunk))]

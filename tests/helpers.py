@@ -82,3 +82,9 @@ def benchmark_files(d):
                                                              "final_answer": [f"${a}$", f"${a + 1}$"]})
                                                  for a in range(3)])                 # a list of answers, in $...$
     return d
+
+
+def table_cases(table):
+    """{category: [(prediction, gold, want), ...]} -> [(category, prediction, gold, want), ...], the
+    rows of an answer-checker case table as pytest parameters."""
+    return [(cat, p, g, want) for cat, rows in table.items() for p, g, want in rows]

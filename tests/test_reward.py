@@ -5,6 +5,7 @@ import os
 import time
 
 import pytest
+from helpers import table_cases
 
 import reward
 from reward import check, extract_answer, gold_answer, is_equiv, normalize, rewards
@@ -118,7 +119,7 @@ CASES = {
 
 
 def flat_cases():
-    return [(cat, p, g, want) for cat, rows in CASES.items() for p, g, want in rows]
+    return table_cases(CASES)
 
 
 def test_case_table_is_big_and_has_enough_look_alikes():

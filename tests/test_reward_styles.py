@@ -3,6 +3,7 @@ inequalities as intervals, several answers, labels, long decimals, thousands sep
 functions, chains of equalities, answers without a box). Each case: (prediction, gold, equal?)."""
 
 import pytest
+from helpers import table_cases
 
 from reward import check, extract_answer, rewards
 
@@ -86,7 +87,7 @@ STYLES = {
 
 
 def flat():
-    return [(cat, p, g, want) for cat, rows in STYLES.items() for p, g, want in rows]
+    return table_cases(STYLES)
 
 
 def test_there_are_150_new_cases_with_look_alikes():
