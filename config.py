@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
+from data import PRECISIONS
 from grpo import ADVANTAGE_MODES, AGGREGATIONS
 
 
@@ -69,7 +70,8 @@ class Config:
                                                                "state in host memory, a layer at a time on the GPU "
                                                                "(one GPU needs no torchrun)"})
     logprob_chunk: int = field(default=0, metadata={"help": "positions per log-softmax chunk; 0: all at once"})
-    dtype: str = field(default="auto", metadata={"help": "auto (fp32, bf16 autocast on CUDA) | float32 | bfloat16"})
+    dtype: str = field(default="auto", metadata={"help": "auto (mixed on CUDA, else float32) | float32 | mixed (fp32 "
+                                                          "weights, bf16 autocast) | bfloat16 (data.precision)"})
     seed: int = field(default=0, metadata={"help": "seeds the warm start, data order and sampling"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     # evaluation, logging, checkpoints
@@ -94,7 +96,7 @@ class Config:
 
 CHOICES = {"loss": ("grpo", "dpo"), "advantage": ADVANTAGE_MODES, "aggregation": AGGREGATIONS,
            "schedule": ("constant", "cosine", "linear"), "template": ("auto", "chat", "plain", "raw"),
-           "dpo_ref": ("initial", "old"), "resample": ("off", "fresh", "same")}
+           "dpo_ref": ("initial", "old"), "resample": ("off", "fresh", "same"), "dtype": PRECISIONS}
 
 
 def parse_args(argv=None, description=None):

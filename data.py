@@ -230,16 +230,29 @@ def load_model_config(name):
         hub_log.setLevel(level)
 
 
-DTYPES = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16}
+# --dtype: the weights' dtype and whether the forward runs under bf16 autocast ("mixed precision")
+#   float32:  fp32 weights, fp32 compute                      (the default on a CPU: auto)
+#   mixed:    fp32 weights, bf16 autocast: matmuls in bf16,  (the default on CUDA: auto; selectable on
+#             norms, softmax and the residual stream in fp32   a CPU, so tests and benchmarks run it)
+#   bfloat16: bf16 weights, bf16 compute, no autocast
+PRECISIONS = ("auto", "float32", "mixed", "bfloat16")
+DTYPES = {"float32": torch.float32, "mixed": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def precision(dtype, device):
+    """--dtype as it runs on `device`: "auto" is "mixed" on CUDA and "float32" elsewhere."""
+    if dtype == "auto":
+        return "mixed" if torch.device(device).type == "cuda" else "float32"
+    return dtype
 
 
 def load_model_and_tokenizer(name, device="cpu", dtype="auto", gradient_checkpointing=False):
     """(model, tokenizer) from a model directory or hub id; the tokenizer gets a pad token if it has none.
-    dtype: the weights' dtype, "auto" (fp32 weights, computed in bf16 on CUDA: see autocast), "float32"
-    or "bfloat16". gradient_checkpointing: the decoder layers recompute activations in the backward."""
+    dtype: --dtype (PRECISIONS), fp32 weights except for "bfloat16". gradient_checkpointing: the decoder
+    layers recompute activations in the backward."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     load_model_config(name)                                     # a clear error before any weights
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=DTYPES[dtype]).to(device)
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=DTYPES[precision(dtype, device)]).to(device)
     if gradient_checkpointing:   # transformers 5 renamed it activation_checkpointing_enable; 4.x has the old name
         (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     tok = AutoTokenizer.from_pretrained(name)
@@ -249,7 +262,8 @@ def load_model_and_tokenizer(name, device="cpu", dtype="auto", gradient_checkpoi
 
 
 def autocast(device, dtype="auto"):
-    """bf16 autocast on CUDA for fp32 weights (dtype "auto"); nothing elsewhere."""
-    if torch.device(device).type == "cuda" and dtype == "auto":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """The context every forward pass of a run goes through: bf16 autocast under mixed precision
+    (see precision), nothing otherwise."""
+    if precision(dtype, device) == "mixed":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

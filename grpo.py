@@ -233,8 +233,10 @@ def preference_pairs(rewards, group_size=2):
 #         grad L_dpo = -1/2 [ grad log pi(o+) - grad log pi(o-) ] = grad L_grpo.
 #
 # (4) So 2-GRPO is online DPO (pairs from the current policy, reference = the sampling policy) with the
-#     sigmoid weight frozen at 1/2. Away from pi = pi_ref the two directions stay the same and only
-#     the scale differs: grad L_dpo / grad L_grpo = 2 beta sigmoid(beta (h_l - h_w)).
+#     sigmoid weight frozen at 1/2. Away from pi = pi_ref, for one pair, the two directions stay the
+#     same and only the scale differs: grad L_dpo / grad L_grpo = 2 beta sigmoid(beta (h_l - h_w)). Over
+#     a batch that factor differs from pair to pair, so DPO re-weights the pairs by their sigmoid terms
+#     (a pair it already ranks well counts less) where 2-GRPO weights them all alike.
 def grpo_dpo_weight(h_chosen, h_rejected, beta=1.0):
     """The factor 2 * beta * sigmoid(beta * (h_l - h_w)) with grad L_dpo = factor * grad L_2grpo.
 

@@ -8,8 +8,8 @@ flags that make it fit. All sizes are in GiB (2^30 bytes).
 
 Notation: N parameters, L layers, h hidden size, I MLP width, kv = key/value heads x head size,
 V vocabulary, b sequences of one micro-batch, S = prompt + new tokens of a sequence, T new tokens,
-R rows sampled together, w bytes per weight (4 fp32, 2 bf16), a bytes per activation (2 under bf16
-autocast on CUDA, 4 in fp32 on a CPU), W ranks.
+R rows sampled together, w bytes per weight (4 fp32, 2 bf16), a bytes per activation (2 under mixed
+precision or bf16: --dtype auto on CUDA; 4 in fp32: --dtype auto on a CPU), W ranks.
 
 The peak is the state that stays (weights, AdamW moments, a reference model) plus the larger of the
 two phases that come and go: the forward and backward of one micro-batch (with the gradients from
@@ -44,7 +44,9 @@ def shape(config):
     return {"N": sum(p.numel() for p in model.parameters()), "L": config.num_hidden_layers,
             "h": config.hidden_size, "I": config.intermediate_size, "V": config.vocab_size,
             "kv": getattr(config, "num_key_value_heads", heads) * head_dim,
-            "N_layer": sum(p.numel() for p in layer.parameters()) if layer is not None else 0}
+            "N_layer": sum(p.numel() for p in layer.parameters()) if layer is not None else 0,
+            "N_linear": sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)   # a tied head
+                            for p in m.parameters(recurse=False))}                                 # counts again
 
 
 def activation_bytes_per_token(s, a, checkpointing):
@@ -70,9 +72,11 @@ def logit_bytes(s, a, b, T, chunk):
 def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     """[(part, bytes)] of one rank at the run's peak, then the total. cfg: a config.Config (its flags),
     s: shape(config). prompt_tokens: the longest prompt (default cfg.max_prompt_tokens)."""
+    from data import precision
     cuda = device == "cuda"
-    w = 2 if cfg.dtype == "bfloat16" else 4
-    a = 2 if cuda and cfg.dtype in ("auto", "bfloat16") else w
+    mode = precision(cfg.dtype, device)                          # float32 | mixed | bfloat16
+    w = 2 if mode == "bfloat16" else 4
+    a = 2 if mode in ("mixed", "bfloat16") else 4
     N, L, V = s["N"], s["L"], s["V"]
     shard = world if cfg.fsdp or cfg.cpu_offload else 1
     offload = cfg.cpu_offload and cuda  # the state in host memory (host_bytes), not on the GPU
@@ -113,7 +117,10 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
             parts.append(("--compile: CUDA graphs' pool, decode-step logits (R V x 6 bytes)", R * V * 6))
     sampling = [grads] * bool(grads) + [kv_cache, ("sampling logits (R V x 3 fp32)", R * V * 4 * 3)]
     if cfg.fsdp or offload:  # parallel.full_weights: the whole model, gathered for decoding
-        sampling.append(("whole weights gathered for sampling (N x 2 bytes)", N * (2 if cuda else w)))
+        sampling.append(("whole weights gathered for sampling (N x 2 bytes)", N * (2 if mode == "mixed" else w)))
+    elif mode == "mixed":    # rollout.weights_in_compute_dtype: bf16 copies of the Linear weights while sampling,
+        copy = ("Linear weights in bf16 for sampling (N_linear x 2 bytes)", s["N_linear"] * 2)   # kept with --compile
+        (parts if cfg.compile else sampling).append(copy)
     peak_phase = train if sum(x for _, x in train) >= sum(x for _, x in sampling) else sampling
     other = sampling if peak_phase is train else train
     rows = parts + [(name + "  <- peak phase", x) for name, x in peak_phase] + \

@@ -17,8 +17,10 @@ they take (transformers passes a 4D mask through untouched), so no mask is rebui
 
 The log-prob of each sampled token is recorded as it is sampled, under softmax(logits / temperature):
 after temperature, before top-k / top-p truncation (temperature 0, greedy, records temperature 1).
-`sequence_logprobs` below computes the same quantity for the training step, so the GRPO ratio
-exp(logp_new - logp_old) is exactly 1 before the first update.
+`sequence_logprobs` below computes the same quantity for the training step by one full-sequence
+forward. In fp32 the two agree to ~1e-6; in bf16 one-token decode kernels and a full-sequence forward
+round differently, so train.py takes pi_old, the GRPO ratio's denominator, from the training forward
+(the ratio is then exactly 1 on-policy) and logs the sampler's distance from it (sampler_gap).
 
 Rows are laid out group by group: prompt 0's n samples, then prompt 1's, ... which is the layout
 grpo.group_advantages expects.
@@ -28,6 +30,7 @@ the same loop with a fixed-shape KV cache and a compiled decode step (sample(...
 train.py --compile), which CUDA graphs replay; same tokens for the same seed.
 """
 
+import contextlib
 import inspect
 import weakref
 from dataclasses import dataclass
@@ -94,17 +97,18 @@ def _cache_kwarg(model):
     return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
-def _new_cache(model, new_tokens):
+def _new_cache(model, new_tokens, dtype=None):
     """A KV cache for one decoding run: transformers' DynamicCache, with each layer's storage made
-    in advance for `new_tokens` more positions (see PreallocatedLayer). Falls back to the stock
-    DynamicCache where the layer layout differs (other transformers versions, sliding windows)."""
+    in advance for `new_tokens` more positions (see PreallocatedLayer) and kept in `dtype`, the compute
+    dtype. Falls back to the stock DynamicCache where the layer layout differs (other transformers
+    versions, sliding windows)."""
     try:
         cache = DynamicCache(config=model.config)
     except TypeError:  # older transformers
         return DynamicCache()
     layers = getattr(cache, "layers", None)
     if layers and all(type(layer) is DynamicLayer for layer in layers):
-        cache.layers = [PreallocatedLayer(new_tokens) for _ in layers]
+        cache.layers = [PreallocatedLayer(new_tokens, dtype) for _ in layers]
     return cache
 
 
@@ -114,16 +118,20 @@ class PreallocatedLayer(DynamicLayer):
     The stock layer appends each step's key/value with torch.cat, copying the whole cache every step
     (quadratic in the length). This one allocates (b, heads, prompt + new_tokens, head_dim) at the
     prefill and writes each step in place; attention sees a view of the filled part, so it does no
-    extra work either.
+    extra work either. Keys and values are stored in `dtype` (the compute dtype): under bf16 autocast
+    the rotary embedding hands over fp32 keys (fp32 cos/sin times bf16 projections), which attention
+    casts to bf16 anyway, so storing them in bf16 changes no result and halves the keys' memory.
     """
 
-    def __init__(self, new_tokens):
+    def __init__(self, new_tokens, dtype=None):
         super().__init__()
-        self.new_tokens = new_tokens
+        self.new_tokens, self.dtype = new_tokens, dtype
         self.length = 0
 
     def update(self, key_states, value_states, *args, **kwargs):
         q = key_states.shape[-2]
+        if self.dtype is not None:
+            key_states, value_states = key_states.to(self.dtype), value_states.to(self.dtype)
         if not self.is_initialized:
             self.is_initialized, self.device = True, key_states.device
             b, h, _, d = key_states.shape
@@ -176,7 +184,7 @@ def _prefill(model, prompts, counts, max_new_tokens, pad_id, room=None):
     ids, mask, pos = left_pad(prompts, pad_id, device)                               # (P, L)
     rows = torch.repeat_interleave(torch.arange(len(prompts), device=device),
                                    torch.tensor(counts, device=device))         # (b,) prompt of each row
-    cache = _new_cache(model, max_new_tokens if room is None else room)
+    cache = _new_cache(model, max_new_tokens if room is None else room, compute_dtype(model))
     extra = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                 **{_cache_kwarg(model): cache}, **extra)
@@ -191,6 +199,45 @@ def additive_mask(mask, dtype):
     is seen, the dtype's minimum where not (transformers passes 4D masks through as they are)."""
     additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask == 0, torch.finfo(dtype).min)
     return additive[:, None, None, :]
+
+
+def compute_dtype(model):
+    """The dtype the model's forward computes in: autocast's where autocast is on for the model's device
+    (mixed precision: fp32 weights, bf16 matmuls), else the weights' own."""
+    p = next(model.parameters())
+    on = torch.is_autocast_enabled(p.device.type)
+    return torch.get_autocast_dtype(p.device.type) if on else p.dtype
+
+
+_KEPT_WEIGHTS = weakref.WeakKeyDictionary()         # model -> {(module, name): its weight in the compute dtype}
+
+
+@contextlib.contextmanager
+def weights_in_compute_dtype(model, keep=False):
+    """Mixed precision while decoding, without casting every weight at every step: each nn.Linear's fp32
+    weight (and bias) is swapped for a copy in the compute dtype for the duration, made once per call.
+    Autocast casts a Linear's inputs to bf16 in any case, so the result is the same to the bit; the
+    embedding and the norms keep their fp32 weights (a tied output head is untied meanwhile). Nothing
+    happens without autocast (fp32 or bf16 weights) or where the weights are not fp32 (FSDP gathers
+    them in bf16 already). keep=True keeps the copies between calls and refreshes them in place (the
+    compiled path: CUDA graphs read weights at fixed addresses)."""
+    dtype = compute_dtype(model)
+    swaps = [(m, name, w) for m in model.modules() if isinstance(m, torch.nn.Linear)
+             for name, w in m._parameters.items()
+             if w is not None and w.dtype == torch.float32 and dtype != torch.float32]
+    copies = _KEPT_WEIGHTS.setdefault(model, {}) if keep and swaps else {}
+    with torch.no_grad():
+        for m, name, w in swaps:
+            if (m, name) in copies:
+                copies[(m, name)].copy_(w)                                      # refreshed: w was updated
+            else:
+                copies[(m, name)] = torch.nn.Parameter(w.to(dtype), requires_grad=False)
+            m._parameters[name] = copies[(m, name)]
+    try:
+        yield
+    finally:
+        for m, name, w in swaps:
+            m._parameters[name] = w
 
 
 def _draw(logits, temperature, top_p, top_k, generator):
@@ -237,7 +284,7 @@ def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_
         mask = decoder.start(model, cache, mask, L)                             # its cache holds the prompts now
         del cache
     elif getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager"):
-        mask = additive_mask(mask, next(model.parameters()).dtype)             # made once for the run
+        mask = additive_mask(mask, compute_dtype(model))                        # made once for the run
     cache_kw = _cache_kwarg(model)
     eos_ids = torch.tensor(eos or [-1], device=device)
     tokens = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
@@ -312,11 +359,12 @@ def sample(model, prompts, n=1, max_new_tokens=64, temperature=1.0, top_p=1.0, t
     parts = []
     was_training = model.training
     model.eval()
-    try:
-        for batch in batches:
-            parts.append(_sample_microbatch(model, [prompts[i] for i, _ in batch], [c for _, c in batch],
-                                            max_new_tokens, temperature, top_p, top_k, eos, pad_token_id,
-                                            generator, check_every, decoder))
+    try:      # under mixed precision the Linear layers read bf16 copies of their weights (see below)
+        with weights_in_compute_dtype(model, keep=bool(compile)):
+            for batch in batches:
+                parts.append(_sample_microbatch(model, [prompts[i] for i, _ in batch], [c for _, c in batch],
+                                                max_new_tokens, temperature, top_p, top_k, eos, pad_token_id,
+                                                generator, check_every, decoder))
     finally:
         model.train(was_training)
     ro = cat_rollouts([Rollout(tok, m, lp, m.sum(1).long(), fin, []) for tok, m, lp, fin in parts], pad_token_id)
@@ -428,8 +476,8 @@ class FixedLayer(DynamicLayer):
         # (an index_copy_ into the view store[:b] would be compiled as a copy of those rows, every step)
         rows, heads = torch.arange(b, device=self.device), torch.arange(h, device=self.device)
         at = (rows[:, None], heads[None, :], self.write_at)                     # broadcast to (b, h)
-        self.k_store.index_put_(at, key_states[:, :, 0])
-        self.v_store.index_put_(at, value_states[:, :, 0])
+        self.k_store.index_put_(at, key_states[:, :, 0].to(self.k_store.dtype))      # the compute dtype
+        self.v_store.index_put_(at, value_states[:, :, 0].to(self.v_store.dtype))
         return self.k_store[:b], self.v_store[:b]                               # (b, heads, S, head_dim)
 
     def get_seq_length(self, *args, **kwargs):
@@ -490,7 +538,7 @@ class CompiledDecoder:
             fixed.k_store[:b, :, :layer.length] = layer.keys
             fixed.v_store[:b, :, :layer.length] = layer.values
         return additive_mask(torch.cat([mask[:, :L], mask.new_zeros(b, self.length - L)], dim=1),
-                             next(model.parameters()).dtype)
+                             compute_dtype(model))
 
     def compact(self, keep, filled):
         """Rows `keep` (n,) of the rows being decoded become rows 0..n-1 (their first `filled` positions)."""

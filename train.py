@@ -35,7 +35,7 @@ import parallel
 import plan
 from checkpoint import StopFlag, append_metrics, save_checkpoint, save_final, start_or_resume
 from config import check_config, parse_args
-from data import DataError, autocast, load_model_and_tokenizer, problem_sets, prompt_sets, prompts_for_step
+from data import DataError, autocast, load_model_and_tokenizer, precision, problem_sets, prompt_sets, prompts_for_step
 from eval import shared_accuracy
 from grpo import aggregation_weight, dpo_loss, group_advantages, grpo_loss, preference_pairs
 from resample import informative, resample_ties
@@ -57,12 +57,16 @@ class Batch:
     prompt_mask: torch.Tensor        # (B, L) long   1 on prompt tokens
     tokens: torch.Tensor             # (B, T) long   sampled completions (rollout.Rollout)
     mask: torch.Tensor               # (B, T) float  1 on completion tokens
-    old_logp: torch.Tensor           # (B, T) float  log-probs at sampling time: the ratio's denominator
+    sampler_logp: torch.Tensor       # (B, T) float  log-probs the sampler recorded (a monitor: see old_logp)
     advantages: torch.Tensor         # (B,)   float  one per completion (grpo.group_advantages)
     ref_logp: torch.Tensor = None    # (B, T) float  under the frozen reference model, when --beta > 0
     chosen: torch.Tensor = None      # (N,)   long   rows of the pairs whose rewards differ (--loss dpo)
     rejected: torch.Tensor = None    # (N,)   long   their other rows
-    ref_seq: torch.Tensor = None     # (B,)   float  reference sequence log-probs (--loss dpo)
+    ref_seq: torch.Tensor = None     # (B,)   float  reference sequence log-probs (--loss dpo); None with
+                                     #               --dpo-ref old and one update: the update's own, detached
+    old_logp: torch.Tensor = None    # (B, T) float  log pi_old, the ratio's denominator: None = the update's
+                                     #               own forward, detached (one update per batch), else
+                                     #               the training model's before the first update
 
 
 @dataclass
@@ -114,13 +118,22 @@ def train_step(step, run, cfg):
         batch.ref_logp = reference_logprobs(run.ref_model, batch, cfg)
     if cfg.loss == "dpo":
         batch.chosen, batch.rejected = preference_pairs(r, 2)
-        ref = reference_logprobs(run.ref_model, batch, cfg) if cfg.dpo_ref == "initial" else ro.logprobs
-        batch.ref_seq = (ref * ro.mask).sum(1)                                              # (P*G,)
-    # 6. the update: --num-iterations optimizer steps on these rollouts (1: on-policy)
+        if cfg.dpo_ref == "initial":
+            batch.ref_seq = (reference_logprobs(run.ref_model, batch, cfg) * ro.mask).sum(1)   # (P*G,)
+    # 6. pi_old, the ratio's denominator, comes from the training forward, not from the sampler (whose
+    #    one-token decode kernels round differently in bf16): with one update per batch it is the update's
+    #    own log-probs, detached (ratio exactly 1); with more, one no-grad pass before the first update
+    if cfg.num_iterations > 1:
+        batch.old_logp = old_logprobs(run.train_model, batch, cfg)
+        if cfg.loss == "dpo" and cfg.dpo_ref == "old":
+            batch.ref_seq = (batch.old_logp * ro.mask).sum(1)
+    # 7. the update: --num-iterations optimizer steps on these rollouts (1: on-policy)
     t1 = time.perf_counter()
-    stats = {}
-    for _ in range(cfg.num_iterations):
-        stats = policy_update(run.train_model, run.optimizer, batch, cfg) or {}
+    updates = [policy_update(run.train_model, run.optimizer, batch, cfg) or {} for _ in range(cfg.num_iterations)]
+    stats = dict(updates[-1])                          # the last update's statistics, and from the first:
+    stats.update({k: v for k, v in updates[0].items() if k.startswith("sampler_gap")})   # |pi_old - sampler|
+    if cfg.num_iterations > 1 and updates[0]:                                             # ratio 1, no clip
+        stats.update(ratio_mean_first_update=updates[0]["ratio_mean"], clip_frac_first_update=updates[0]["clip_frac"])
     t_train = time.perf_counter() - t1
     mean, total = parallel.mean_over_ranks, lambda x: int(parallel.all_reduce(torch.tensor(x)))
     p = mean(first)                        # the policy's pass rate, read on the step's own P prompts
@@ -146,16 +159,10 @@ def sample_groups(run, cfg, problems, gen):
     return ro, torch.tensor(rewards(ro.texts, golds), device=run.device)
 
 
-def policy_update(model, optimizer, batch, cfg):
-    """One optimizer step of GRPO (cfg.loss == "grpo") or DPO ("dpo") on a Batch of rollouts.
-
-    Micro-batches of cfg.micro_batch_size rows, each loss scaled by its share of the batch's total
-    (grpo.aggregation_weight): the summed gradient is the full batch's. --skip-ties does not run
-    zero-advantage rows, which add 0 to loss and gradient, but counts them in the total: a pure
-    speed-up. --filter-ties (DAPO) leaves them out of the total too: a step 1 / (1 - tie share) larger.
-    Under torchrun every rank runs as many backward passes (zero-weight padding) so none waits forever.
-    Returns the statistics to log, or None when no rollout carried a learning signal.
-    """
+def micro_batches(batch, cfg):
+    """How the update splits the batch: (chunks, weights, total, n_micro). GRPO: chunks of rows, DPO:
+    chunks of pairs, each weighted by its share of the batch's loss (grpo.aggregation_weight); n_micro,
+    the most chunks any rank has, is how many forward/backward passes every rank makes."""
     mb = cfg.micro_batch_size
     if cfg.loss == "grpo":
         rows = torch.arange(batch.tokens.shape[0])
@@ -174,42 +181,71 @@ def policy_update(model, optimizer, batch, cfg):
         total = sum(weights, torch.tensor(0.0))           # DPO: the mean over informative pairs
     total = parallel.all_reduce(total, "mean")            # the engine averages gradients over ranks
     n_micro = int(parallel.all_reduce(torch.tensor(len(chunks)), "max"))
+    return chunks, weights, total, n_micro
+
+
+def chunk_rows(batch, idx, cfg):
+    """The rollout rows a chunk runs: GRPO's rows idx, or DPO's pairs idx as [chosen..., rejected...]."""
+    return idx if cfg.loss == "grpo" else torch.cat([batch.chosen[idx], batch.rejected[idx]])
+
+
+def policy_update(model, optimizer, batch, cfg):
+    """One optimizer step of GRPO (cfg.loss == "grpo") or DPO ("dpo") on a Batch of rollouts.
+
+    Micro-batches of cfg.micro_batch_size rows, each loss scaled by its share of the batch's total
+    (grpo.aggregation_weight): the summed gradient is the full batch's. --skip-ties does not run
+    zero-advantage rows, which add 0 to loss and gradient, but counts them in the total: a pure
+    speed-up. --filter-ties (DAPO) leaves them out of the total too: a step 1 / (1 - tie share) larger.
+    Under torchrun every rank runs as many backward passes (zero-weight padding) so none waits forever.
+    Returns the statistics to log, or None when no rollout carried a learning signal.
+    """
+    chunks, weights, total, n_micro = micro_batches(batch, cfg)
     if n_micro == 0:
         return None
     optimizer.zero_grad(set_to_none=True)
     stats_sum, stat_w, loss_sum = {}, 0.0, 0.0
+    gap_sum, gap_max, gap_n = 0.0, 0.0, 0.0               # |log pi_train - log pi_sampler| over tokens
     for i in range(n_micro):
-        dummy = i >= len(chunks)                        # padding to the ranks' count: a backward adding nothing
-        idx = chunks[i] if not dummy else torch.tensor([0])
         with parallel.no_sync(model, last=i == n_micro - 1):       # DDP: all-reduce once, after the last
-            loss, stats = microbatch_loss(model, batch, idx, cfg)
-            share = 0.0 if dummy else (weights[i] / total).item()
+            if i >= len(chunks):   # padding to the ranks' count: a backward through every weight, adding 0
+                (rows_logprobs(model, batch, torch.tensor([0]), cfg).sum() * 0.0).backward()
+                continue
+            rows = chunk_rows(batch, chunks[i], cfg)
+            logp = rows_logprobs(model, batch, rows, cfg)                                  # (b, T)
+            loss, stats = microbatch_loss(logp, batch, chunks[i], cfg)
+            share = (weights[i] / total).item()
             (loss * share).backward()
-        if not dummy:
-            loss_sum += loss.item() * share             # loss = sum over micro-batches of loss_mb * share_mb
-            for k, v in stats.items():
-                stats_sum[k] = stats_sum.get(k, 0.0) + v * weights[i].item()
-            stat_w += weights[i].item()
+        loss_sum += loss.item() * share                   # loss = sum over micro-batches of loss_mb * share_mb
+        for k, v in stats.items():
+            stats_sum[k] = stats_sum.get(k, 0.0) + v * weights[i].item()
+        stat_w += weights[i].item()
+        gap = (logp.detach().float() - batch.sampler_logp[rows]).abs() * batch.mask[rows]     # (b, T)
+        gap_sum, gap_max, gap_n = gap_sum + gap.sum().item(), max(gap_max, gap.max().item()), \
+            gap_n + batch.mask[rows].sum().item()
     params = parallel.unwrap(model).parameters()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     optimizer.step()
-    # loss: the batch's (over all ranks); clip_frac, ratio_mean, kl: means over the rows that were run
+    # loss: the batch's (over all ranks); clip_frac, ratio_mean, kl: means over the rows that were run;
+    # sampler_gap: how far the sampler's log-probs are from the training forward's (mean, max over tokens)
     return {**{k: v / max(stat_w, 1e-12) for k, v in stats_sum.items()}, "grad_norm": grad_norm.item(),
-            "loss": parallel.all_reduce(torch.tensor(loss_sum), "mean").item()}
+            "loss": parallel.all_reduce(torch.tensor(loss_sum), "mean").item(),
+            **({"sampler_gap_mean": gap_sum / gap_n, "sampler_gap_max": gap_max} if gap_n else {})}
 
 
-def microbatch_loss(model, batch, idx, cfg):
-    """(loss, stats) of the rows idx (GRPO) or of the pairs idx (DPO), with gradient."""
+def microbatch_loss(logp, batch, idx, cfg):
+    """(loss, stats) of the rows idx (GRPO) or of the pairs idx (DPO), from their log-probs logp (b, T),
+    with gradient, of chunk_rows' rows. pi_old is batch.old_logp, or else logp itself, detached: so the
+    ratio exp(logp - old) is exactly 1 and its gradient is grad logp."""
     if cfg.loss == "grpo":
-        logp = rows_logprobs(model, batch, idx, cfg)                                          # (b, T)
-        return grpo_loss(logp, batch.old_logp[idx], batch.advantages[idx], batch.mask[idx], cfg.eps_low,
+        old = logp.detach() if batch.old_logp is None else batch.old_logp[idx]
+        return grpo_loss(logp, old, batch.advantages[idx], batch.mask[idx], cfg.eps_low,
                          cfg.eps_high, cfg.beta, batch.ref_logp[idx] if cfg.beta > 0 else None,
                          cfg.aggregation, max_tokens=cfg.max_new_tokens)
-    ch, rj = batch.chosen[idx], batch.rejected[idx]
-    rows = torch.cat([ch, rj])                              # one forward over the chosen and rejected rows
-    seq = (rows_logprobs(model, batch, rows, cfg) * batch.mask[rows]).sum(1)                # (2N,) log pi(y)
-    n = len(ch)
-    return dpo_loss(seq[:n], seq[n:], batch.ref_seq[ch], batch.ref_seq[rj], beta=cfg.dpo_beta)
+    rows = chunk_rows(batch, idx, cfg)                      # one forward over the chosen and rejected rows
+    seq = (logp * batch.mask[rows]).sum(1)                                               # (2N,) log pi(y)
+    ref = seq.detach() if batch.ref_seq is None else batch.ref_seq[rows]                # (2N,) log pi_ref(y)
+    n = len(idx)
+    return dpo_loss(seq[:n], seq[n:], ref[:n], ref[n:], beta=cfg.dpo_beta)
 
 
 def rows_logprobs(model, batch, rows, cfg):
@@ -218,6 +254,21 @@ def rows_logprobs(model, batch, rows, cfg):
         return sequence_logprobs(model, batch.prompt_ids[rows], batch.prompt_mask[rows], batch.tokens[rows],
                                  batch.mask[rows], cfg.temperature, cfg.logprob_chunk or None,
                                  wrapped=parallel.is_data_parallel(model))
+
+
+@torch.no_grad()
+def old_logprobs(model, batch, cfg):
+    """(B, T) log pi_old for --num-iterations > 1: the training model's own log-probs before the first
+    update, in the update's micro-batches (the same forward to the bit, so the first update's ratio is
+    exactly 1 in any dtype); rows the update does not run keep the sampler's."""
+    old = batch.sampler_logp.clone()
+    chunks, _, _, n_micro = micro_batches(batch, cfg)
+    for i in range(n_micro):                        # as many forward passes as every other rank (FSDP)
+        rows = chunk_rows(batch, chunks[i], cfg) if i < len(chunks) else torch.tensor([0])
+        logp = rows_logprobs(model, batch, rows, cfg).float()
+        if i < len(chunks):
+            old[rows] = logp
+    return old
 
 
 @torch.no_grad()
@@ -249,14 +300,14 @@ def setup(cfg, device, log):
     path = cfg.model or builtin_model_dir(cfg.cache_dir, cfg.seed, cfg.warm_start_target, device, log)
     home = "cpu" if cfg.cpu_offload else device       # --cpu-offload: parallel.wrap moves it a layer at a time
     model, tok = load_model_and_tokenizer(path, home, cfg.dtype, cfg.gradient_checkpointing)
-    bf16_on_cuda = torch.bfloat16 if device.type == "cuda" else None
+    mixed = torch.bfloat16 if precision(cfg.dtype, device) == "mixed" else None    # bf16 compute, fp32 weights
     train_set, held_out = prompt_sets(train_set[:cfg.train_problems or None], held_out, tok, cfg.template,
                                       not cfg.data, cfg.max_prompt_tokens, log)
-    ref_model = None                       # a frozen copy, in bf16 on CUDA
+    ref_model = None                       # a frozen copy, in bf16 under mixed precision
     if cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial"):
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(device, bf16_on_cuda or model.dtype)
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(device, mixed or model.dtype)
     # torchrun: DDP or FSDP2 shards; --cpu-offload: FSDP2, state in host memory (before the optimizer is made)
-    train_model = parallel.wrap(model, cfg.fsdp, device, bf16_on_cuda if cfg.dtype == "auto" else None, cfg.cpu_offload)
+    train_model = parallel.wrap(model, cfg.fsdp, device, mixed, cfg.cpu_offload)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     return Run(model, train_model, ref_model, optimizer, scheduler, tok, stop_token_ids(model, tok), device,

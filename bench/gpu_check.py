@@ -9,6 +9,9 @@ fails or runs out of time is reported as such and the others go on; parts come i
 Models are random weights built from the real config.json shapes of Qwen2.5-0.5B and
 Qwen2.5(-Math)-1.5B (no weights exist on these machines). Parts:
   1. the test suite (python -m pytest -q tests);
+  1b. precision (bench/precision.py): the sampler-vs-training log-prob gap under float32, mixed and
+     bfloat16, the first update's ratio with the sampler's and the training forward's pi_old, and the
+     KV cache's bytes per token, for the 1.5B shape cut to 8 layers;
   2. sampling speed (bench/rollout_speed.py): rollout.sample, eager and compiled (compile=True), vs
      model.generate and generate with a static cache, for the 0.5B and 1.5B shapes at batch
      512 / 256 / 64, 512 new tokens, EOS workload;
@@ -155,6 +158,11 @@ def main():
     # 1. the test suite
     suite = [py, "-m", "pytest", "-q", "-x", "tests"] + (["-k", "layout"] if dry else [])
     part("1. test suite" + (" (its layout tests, dry run)" if dry else ""), suite, 60 if dry else 100, log)
+    # 1b. precision: the sampler gap, the first update's ratio, the KV cache's bytes per token
+    prec = [py, "bench/precision.py"] + (["--shapes", "tiny", "--rows", "8", "--new-tokens", "8"] if dry else
+                                         ["--device", "cuda", "--shapes", "1.5B", "--layers", "8", "--rows", "64",
+                                          "--new-tokens", "128"])
+    part("1b. precision: sampler vs training log-probs, first ratio, KV bytes/token", prec, 30 if dry else 90, log)
     # 2. sampling speed: ours eager and compiled, generate, generate with a static cache
     compiled = ["--compiled"] + (["--compile-backend", "eager"] if dry else [])   # dry run: traced, not compiled
     speed = [py, "bench/rollout_speed.py", "--workloads", "eos", "--repeats", "1" if dry else "2", "--static",

@@ -14,7 +14,7 @@ def test_gpu_check_dry_run_runs_every_part(tmp_path):
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = out.read_text()
-    for heading in ("## 1. test suite", "## 2. sampling", "## 3. decode at batch 1", "## 4. step-time goals",
+    for heading in ("## 1. test suite", "## 1b. precision", "## 2. sampling", "## 3. decode at batch 1", "## 4. step-time goals",
                     "## 5. training memory", "## 6. 2-GRPO", "## 7. recipes under a memory cap"):
         assert heading in report, heading
     assert "FAILED" not in report and "skipped: out of time" not in report, report

@@ -147,6 +147,19 @@ def test_asymmetric_clip_range():
     assert g[0, 0] != 0 and g[0, 1] == 0  # 1.25 < 1.28 still learns; 1.3 is clipped
 
 
+def test_asymmetric_clip_range_for_a_negative_advantage_uses_the_lower_bound():
+    """A < 0 lowers the probability: a token whose ratio already fell below 1 - eps_low = 0.8 is clipped
+    (no gradient), one at 0.85 still learns, and a ratio above 1 is never clipped for A < 0 (min() keeps
+    the larger loss). With the lower bound wrongly at 1 - eps_high = 0.72, the 0.75 token would learn."""
+    old = torch.zeros(1, 3)
+    logp = torch.log(torch.tensor([[0.75, 0.85, 1.5]])).requires_grad_()
+    loss, stats = grpo_loss(logp, old, torch.tensor([-1.0]), torch.ones(1, 3), eps_low=0.2, eps_high=0.28,
+                            aggregation="token_mean")
+    (g,) = torch.autograd.grad(loss, logp)
+    assert g[0, 0] == 0 and g[0, 1] != 0 and g[0, 2] != 0
+    assert stats["clip_frac"] == pytest.approx(1 / 3)
+
+
 def test_on_policy_gradient_is_reinforce_with_group_mean_baseline():
     g = torch.Generator().manual_seed(2)
     logits = torch.randn(6, 5, 9, generator=g, requires_grad=True)

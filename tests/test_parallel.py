@@ -16,7 +16,7 @@ from data import build_prompts, tiny_task_problems
 from tiny_model import build_tiny_tokenizer
 from train import Batch, policy_update
 
-GRPO_KEYS = ("prompt_ids", "prompt_mask", "tokens", "mask", "old_logp", "advantages", "ref_logp")
+GRPO_KEYS = ("prompt_ids", "prompt_mask", "tokens", "mask", "sampler_logp", "advantages", "ref_logp")
 
 
 def _data_parallel_worker(rank, world, init_file, out_dir, engine, cfg_kwargs):

@@ -109,7 +109,7 @@ def update(batch_and_model, off_policy=False, **cfg):
     model, batch = batch_and_model
     if off_policy:
         g = torch.Generator().manual_seed(1)
-        batch.old_logp = batch.old_logp + 0.3 * (2 * torch.rand(batch.old_logp.shape, generator=g) - 1)
+        batch.old_logp = batch.sampler_logp + 0.3 * (2 * torch.rand(batch.sampler_logp.shape, generator=g) - 1)
     cfg = Config(**{"grad_clip": 0.0, "max_new_tokens": 8, **cfg})
     stats = policy_update(model, torch.optim.SGD(model.parameters(), lr=0.0), batch, cfg)
     return torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]), stats
@@ -131,9 +131,9 @@ def test_skipping_ties_is_a_pure_speed_up(aggregation, micro_batch_size):
     for skip in (False, True):
         run["rows"] = 0
 
-        def counting(model, batch, idx, cfg):
+        def counting(logp, batch, idx, cfg):
             run["rows"] += len(idx)
-            return real(model, batch, idx, cfg)
+            return real(logp, batch, idx, cfg)
         train.microbatch_loss = counting
         try:
             kept.append(update(fixed_batch(tok), off_policy=True, aggregation=aggregation,
@@ -205,7 +205,7 @@ def test_batch_level_two_grpo_is_online_dpo_over_the_informative_pairs():
     gradient; 2-GRPO over all P pairs has it times N / P (here 3 informative pairs of 4)."""
     tok = build_tiny_tokenizer()
     model, batch = fixed_batch(tok)
-    batch.ref_seq = (batch.old_logp * batch.mask).sum(1)                 # reference = the sampler
+    batch.ref_seq = None                  # reference = pi_old: the update's own log-probs, detached
     g_dpo, _ = update((model, batch), loss="dpo", dpo_beta=1.0, dpo_ref="old")
     g_filter, _ = update(fixed_batch(tok), aggregation="seq_sum", max_new_tokens=1, filter_ties=True)
     g_exact, _ = update(fixed_batch(tok), aggregation="seq_sum", max_new_tokens=1)
