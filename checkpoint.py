@@ -1,8 +1,8 @@
 """checkpoint.py: nothing is lost. The run directory: atomic checkpoints, resume, Ctrl-C, metrics, final model.
 
 Chapter 7 of the tutorial. A checkpoint holds everything a resumed run needs (weights, optimizer,
-schedule, step, RNG states, the config); it is written to a temporary file and renamed into place,
-so an interrupted write leaves the previous checkpoint whole. A resumed run ends with the same
+step, RNG states, the config; the learning rate is a function of the step); it is written to a
+temporary file and renamed into place, so an interrupted write leaves the previous checkpoint whole. A resumed run ends with the same
 weights as a run never interrupted (tests/test_train.py checks it bit for bit).
 """
 
@@ -41,30 +41,38 @@ def atomic_file(path):
     os.replace(tmp, path)
 
 
-def save_checkpoint(path, model, optimizer, scheduler, step, cfg, rollouts=0):
+def save_checkpoint(path, model, optimizer, step, cfg, rollouts=0):
     """Everything a resumed run needs, written by rank 0 to a temporary file and renamed into place
     (atomic). Every rank calls it (under FSDP the state is gathered from all of them)."""
     model_state, optimizer_state = full_state_dicts(model, optimizer)
     if not is_main():
         return
-    state = {"model": model_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
-             "step": step, "rollouts": rollouts, "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
+    state = {"model": model_state, "optimizer": optimizer_state, "step": step, "rollouts": rollouts, "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
              "python_rng": random.getstate()}
     with atomic_file(path) as tmp:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path, model, optimizer, scheduler):
+def load_checkpoint(path, model, optimizer):
     """Restore a checkpoint of save_checkpoint into the (possibly sharded) model and its optimizer;
-    returns (step, rollouts sampled so far, the config it was written with)."""
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    returns (step, rollouts sampled so far, the config it was written with). A file that cannot be read
+    (truncated, damaged, not a checkpoint) is one line naming it and what to do."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        missing = {"model", "optimizer", "step", "config"} - set(state if isinstance(state, dict) else ())
+    except Exception as e:            # torch.load raises RuntimeError, EOFError, UnpicklingError, ... by damage
+        state, missing = None, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
+    if missing:
+        why = f"missing {', '.join(sorted(missing))}" if isinstance(missing, set) else missing
+        raise SystemExit(f"error: {path} cannot be resumed from ({why}): the file is damaged or not a checkpoint "
+                         f"of train.py (saves go to a temporary file and are renamed, so an interrupted save leaves "
+                         f"the previous one whole). Start over without --resume, or with another --out-dir")
     sharded = is_sharded(model)
     if (state["config"].get("fsdp", False) or state["config"].get("cpu_offload", False)) != sharded:
         raise SystemExit(f"error: {path} was written {'with' if not sharded else 'without'} --fsdp / --cpu-offload; "
                          f"resume it the same way (the optimizer state is laid out differently)")
     load_full_state_dicts(model, optimizer, state["model"], state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -72,14 +80,14 @@ def load_checkpoint(path, model, optimizer, scheduler):
     return state["step"], state.get("rollouts", 0), state["config"]
 
 
-def start_or_resume(cfg, model, optimizer, scheduler, log):
+def start_or_resume(cfg, model, optimizer, log):
     """Prepare the run directory cfg.out_dir and return (step to start from, rollouts so far): the
     checkpoint's with --resume (saying which settings changed since it was written), else (0, 0). The
     metrics log is cut back to match the weights, and config.json records the settings of this run."""
     path = os.path.join(cfg.out_dir, "checkpoint.pt")
     start, rollouts = 0, 0
     if cfg.resume and os.path.exists(path):
-        start, rollouts, old = load_checkpoint(path, model, optimizer, scheduler)
+        start, rollouts, old = load_checkpoint(path, model, optimizer)
         changed = {k: (old.get(k), v) for k, v in dataclasses.asdict(cfg).items()
                    if k not in ("resume", "steps", "progress") and old.get(k) != v}
         log(f"resumed from {path} at step {start}" + (f" (changed settings: {changed})" if changed else ""))

@@ -109,7 +109,7 @@ def parse_args(argv=None, description=None):
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helptext)
         else:
             kind = positive if f.metadata.get("type") == "positive" else type(f.default)
-            ap.add_argument(flag, type=kind, default=f.default, help=helptext, choices=CHOICES.get(f.name))
+            ap.add_argument(flag, type=kind, default=f.default, help=helptext)   # values: check_config
     cfg = Config(**vars(ap.parse_args(argv)))
     check_config(cfg)
     return cfg
@@ -126,14 +126,35 @@ def positive(text):
     return value
 
 
+# the range of every number: (test, what the error says)
+AT_LEAST_0, AT_LEAST_1, ABOVE_0 = (lambda x: x >= 0, ">= 0"), (lambda x: x >= 1, ">= 1"), (lambda x: x > 0, "> 0")
+IN_0_1 = (lambda x: 0 < x <= 1, "in (0, 1]")
+RANGES = {"train_problems": AT_LEAST_0, "max_prompt_tokens": AT_LEAST_1,
+          "prompts_per_step": AT_LEAST_1, "steps": AT_LEAST_1, "num_iterations": AT_LEAST_1,
+          "eps_low": (lambda x: 0 <= x < 1, "in [0, 1)"), "eps_high": AT_LEAST_0, "beta": AT_LEAST_0,
+          "dpo_beta": ABOVE_0, "resample_budget": AT_LEAST_0, "max_new_tokens": AT_LEAST_0,
+          "top_p": IN_0_1, "top_k": AT_LEAST_0, "lr": ABOVE_0, "weight_decay": AT_LEAST_0, "warmup_steps": AT_LEAST_0,
+          "grad_clip": AT_LEAST_0, "micro_batch_size": AT_LEAST_1, "rollout_batch_size": AT_LEAST_0,
+          "logprob_chunk": AT_LEAST_0, "eval_every": AT_LEAST_0, "eval_problems": AT_LEAST_0,
+          "eval_samples": AT_LEAST_1, "eval_temperature": AT_LEAST_0, "eval_top_p": IN_0_1, "eval_top_k": AT_LEAST_0,
+          "save_every": AT_LEAST_1, "warm_start_target": (lambda x: 0 <= x < 1, "in [0, 1)")}
+
+
 def check_config(cfg, world=1):
     """Refuse settings that cannot work, before anything is loaded: one line naming every problem."""
     problems = [f"--{k.replace('_', '-')} must be one of {', '.join(v)}" for k, v in CHOICES.items()
                 if getattr(cfg, k) not in v]
+    problems += [f"--{k.replace('_', '-')} {getattr(cfg, k)} must be {what}" for k, (ok, what) in RANGES.items()
+                 if not ok(getattr(cfg, k))]
+    if cfg.temperature < 0:
+        problems.append(f"--temperature {cfg.temperature} must be > 0")
+    if cfg.temperature == 0:
+        problems.append("--temperature 0 samples greedily: both rollouts of a prompt are the same, every pair ties "
+                        "and nothing is learned (use 1.0, the paper's; --eval-temperature 0 is greedy evaluation)")
     if cfg.loss == "dpo" and cfg.group_size != 2:
         problems.append("--loss dpo trains on 2-rollout pairs: use --group-size 2")
     if cfg.group_size < 2:
-        problems.append("--group-size must be at least 2 (advantages are relative to the group)")
+        problems.append(f"--group-size {cfg.group_size} must be at least 2 (advantages are relative to the group)")
     if cfg.eval_samples > 1 and cfg.eval_temperature == 0:
         problems.append("--eval-samples > 1 needs --eval-temperature > 0 (greedy samples are identical)")
     if (cfg.data or cfg.eval_data) and not cfg.model:

@@ -15,6 +15,7 @@ prompts it was trained on.
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -42,6 +43,19 @@ def pass_at_k(n, c, k):
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+def fit_context(model, problems, max_new_tokens, desc="eval"):
+    """max_new_tokens, cut so that the longest prompt plus its completion fits the model's positions
+    (max_position_embeddings: 4,096 in all for Qwen2.5-Math), with one line when it cuts."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    longest = max((len(p["prompt_ids"]) for p in problems), default=0)
+    if limit and longest + max_new_tokens > limit:
+        cut = max(1, limit - longest)
+        print(f"{desc}: {max_new_tokens} new tokens cut to {cut}, so that the longest prompt ({longest} tokens) "
+              f"plus its completion fits the model's {limit} positions", file=sys.stderr)
+        return cut
+    return max_new_tokens
+
+
 def evaluate(model, tokenizer, problems, samples=1, temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=64,
              batch_size=64, seed=0, progress=True, pass_ks=None, eos_token_id=None, desc="eval", answer_fallback=False,
              compile=False):
@@ -60,6 +74,7 @@ def evaluate(model, tokenizer, problems, samples=1, temperature=0.0, top_p=1.0, 
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     pass_ks = pass_ks or [samples]
+    max_new_tokens = fit_context(model, problems, max_new_tokens, desc)
     eos = eos_token_id if eos_token_id is not None else stop_token_ids(model, tokenizer)
     per_batch = max(1, batch_size // samples)
     results = []
@@ -186,19 +201,26 @@ def run_suite(model, tok, benchmarks, out_dir, protocol, template="auto", batch_
               compile=False):
     """Evaluate every benchmark of `benchmarks` ({name: (file, load_problems' problems)}) with `protocol` (samples, temperature, top_p, top_k,
     max_new_tokens, answer_fallback); per benchmark, the per-problem results (JSONL) and a summary are written to
-    out_dir, atomically, and a benchmark whose summary was written with the same protocol is not
-    evaluated again (the run resumes). Returns (summaries, table in markdown)."""
+    out_dir, atomically, and a benchmark whose summary was written with the same settings (the model's path
+    and fingerprint, template, seed, protocol, compile) is not evaluated again (the run resumes); one
+    with other settings is evaluated again, with a line naming what differs. Returns (summaries, table)."""
     os.makedirs(out_dir, exist_ok=True)
     k, summaries = protocol["samples"], {}
+    settings = {"model": model_name, "fingerprint": model_fingerprint(model), "template": template, "seed": seed,
+                "protocol": protocol, "compile": bool(compile)}          # everything that changes a number
     for name, (path, problems) in benchmarks.items():
         slug = name.lower().replace(" ", "_").replace("-", "")
         summary_path = os.path.join(out_dir, slug + ".summary.json")
         if os.path.exists(summary_path):
             done = json.load(open(summary_path))
-            if done.get("protocol") == protocol and done.get("problems") == len(problems):
+            differ = [key for key in settings if done.get("settings", {}).get(key) != settings[key]]
+            differ += ["problems"] * (done.get("problems") != len(problems))
+            if not differ:
                 print(f"{name}: done earlier ({summary_path})", file=sys.stderr)
                 summaries[name] = done
                 continue
+            print(f"{name}: evaluating again: the results in {summary_path} were made with another "
+                  f"{', '.join(differ)}", file=sys.stderr)
         prompts = build_prompts(problems, tok, template)
         with autocast(next(model.parameters()).device):
             res = evaluate(model, tok, prompts, samples=k, temperature=protocol["temperature"], top_p=protocol["top_p"],
@@ -206,7 +228,7 @@ def run_suite(model, tok, benchmarks, out_dir, protocol, template="auto", batch_
                            seed=seed, pass_ks=[1, k], desc=name, answer_fallback=protocol.get("answer_fallback", False),
                            compile=compile)
         _write_atomic(os.path.join(out_dir, slug + ".jsonl"), "".join(json.dumps(r) + "\n" for r in res["results"]))
-        summaries[name] = {"file": path, "problems": len(prompts), "protocol": protocol,
+        summaries[name] = {"file": path, "problems": len(problems), "protocol": protocol, "settings": settings,
                            f"mean@{k}": res[f"mean@{k}"], f"pass@{k}": res[f"pass@{k}"]}
         _write_atomic(summary_path, json.dumps(summaries[name], indent=2))
     table = suite_table(summaries, k, model_name, f"{model_name} {getattr(model.config, '_name_or_path', '')}")
@@ -214,6 +236,18 @@ def run_suite(model, tok, benchmarks, out_dir, protocol, template="auto", batch_
     _write_atomic(os.path.join(out_dir, "summary.json"), json.dumps({"model": model_name, "benchmarks": summaries},
                                                                      indent=2))
     return summaries, table
+
+
+def model_fingerprint(model):
+    """16 hex digits that change with the model's config or any of its weights: a hash of the config and,
+    per tensor, its name, shape, dtype, sum and first values (reductions on the device: no copy)."""
+    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            flat = t.detach().flatten()
+            h.update(f"{name}{tuple(t.shape)}{t.dtype}{flat.double().sum().item()!r}"
+                     f"{flat[:4].double().tolist()}".encode())
+    return h.hexdigest()[:16]
 
 
 def suite_table(summaries, k, model_name="", names_of_model=""):

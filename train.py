@@ -25,7 +25,6 @@ import copy
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -43,8 +42,6 @@ from reward import rewards
 from rollout import left_pad, sample, sequence_logprobs, stop_token_ids
 from tiny_model import builtin_model_dir
 
-# a step whose groups all tie makes no optimizer step; torch would warn at the scheduler's step
-warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -76,7 +73,6 @@ class Run:
     train_model: torch.nn.Module     # the same model as the update runs it (DDP / FSDP2 under torchrun)
     ref_model: torch.nn.Module       # frozen copy (--beta > 0, or DPO's initial reference), else None
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
     tok: object                      # the tokenizer
     eos: list                        # token ids that end a completion (rollout.stop_token_ids)
     device: torch.device
@@ -278,16 +274,16 @@ def reference_logprobs(ref_model, batch, cfg):
     return torch.cat([rows_logprobs(ref_model, batch, slice(s, s + mb), cfg).float() for s in range(0, B, mb)])
 
 
-def lr_lambda(cfg):
-    """Multiplier of --lr at each step: linear warm-up, then constant, cosine or linear decay to 0."""
-    def f(step):
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.schedule == "constant":
-            return 1.0
-        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else max(0.0, 1 - frac)
-    return f
+def learning_rate(step, cfg):
+    """--lr at `step`: linear warm-up, then constant, cosine or linear decay to 0. A function of the step
+    alone (set before each step, as nanoGPT does), so a step that makes no update moves it all the same
+    and a resumed run needs no schedule state."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else max(0.0, 1 - frac))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -309,8 +305,7 @@ def setup(cfg, device, log):
     # torchrun: DDP or FSDP2 shards; --cpu-offload: FSDP2, state in host memory (before the optimizer is made)
     train_model = parallel.wrap(model, cfg.fsdp, device, mixed, cfg.cpu_offload)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    return Run(model, train_model, ref_model, optimizer, scheduler, tok, stop_token_ids(model, tok), device,
+    return Run(model, train_model, ref_model, optimizer, tok, stop_token_ids(model, tok), device,
                train_set, held_out[:cfg.eval_problems])
 
 
@@ -332,7 +327,7 @@ def train(cfg):
     log = tqdm.write if parallel.is_main() else (lambda msg: None)
     run = setup(cfg, device, log)
     plan.check_run(cfg, run, world, log)                # on a GPU: will it fit? (plan.py)
-    start, run.rollouts = start_or_resume(cfg, run.train_model, run.optimizer, run.scheduler, log)
+    start, run.rollouts = start_or_resume(cfg, run.train_model, run.optimizer, log)
     acc_before = held_out_accuracy(run, cfg) if start == 0 else None
     if acc_before is not None:
         log(f"held-out accuracy before: {acc_before:.1%} ({len(run.held_out)} problems)")
@@ -343,8 +338,9 @@ def train(cfg):
                disable=not (parallel.is_main() and cfg.progress))
     try:
         for step in bar:
+            for group in run.optimizer.param_groups:        # the schedule follows the step index
+                group["lr"] = learning_rate(step, cfg)
             row = train_step(step, run, cfg)
-            run.scheduler.step()                 # the schedule follows the step index
             # ---- bookkeeping: metrics, held-out evaluation, checkpoints, Ctrl-C ---------------------
             done = step + 1
             run.rollouts += row["pairs_drawn"] * cfg.group_size
@@ -358,7 +354,7 @@ def train(cfg):
             stopping = bool(parallel.all_reduce(torch.tensor(float(stop.stop)), "max"))
             if done % cfg.save_every == 0 or done == cfg.steps or stopping:
                 save_checkpoint(os.path.join(cfg.out_dir, "checkpoint.pt"), run.train_model, run.optimizer,
-                                run.scheduler, done, cfg, run.rollouts)
+                                done, cfg, run.rollouts)
             if stopping:
                 parallel.barrier()
                 log(f"stopped at step {done}; checkpoint saved: resume with the same command and --resume")

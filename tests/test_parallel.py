@@ -81,6 +81,55 @@ def test_data_parallel_step_equals_one_process_on_the_union_of_the_batches(tmp_p
     assert moved > 1e-4                                           # the step really changed the weights
 
 
+TIED_ON_RANK_1 = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0)       # rank 1 holds prompts 2 and 3: both tie
+
+
+def _local_batch(batch, rewards, rank):
+    """Rank `rank`'s half of a fixed_batch (prompts 2r and 2r+1), its DPO pairs numbered locally."""
+    from grpo import preference_pairs
+    rows = slice(4 * rank, 4 * rank + 4)
+    local = Batch(*(getattr(batch, k)[rows] for k in GRPO_KEYS), ref_seq=batch.ref_seq[rows])
+    local.chosen, local.rejected = preference_pairs(torch.tensor(rewards[4 * rank:4 * rank + 4]))
+    return local
+
+
+def _all_ties_worker(rank, world, init_file, out_dir, loss):
+    import torch.distributed as dist
+    from datetime import timedelta
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))          # a rank left waiting fails, not hangs
+    model, batch = fixed_batch(build_tiny_tokenizer(), rewards=TIED_ON_RANK_1)
+    wrapped = DDP(model)
+    opt = torch.optim.SGD(wrapped.parameters(), lr=0.5)
+    stats = policy_update(wrapped, opt, _local_batch(batch, TIED_ON_RANK_1, rank),
+                          Config(loss=loss, micro_batch_size=2, grad_clip=0.0, max_new_tokens=8))
+    assert stats is not None                    # rank 1 has nothing to learn, but steps with the others
+    torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()
+
+
+@pytest.mark.parametrize("loss", ["grpo", "dpo"])
+def test_a_rank_whose_pairs_all_tie_pads_with_zero_weight_passes(tmp_path, loss):
+    """Under torchrun a rank whose groups all tie has no rows (GRPO) or no pairs (DPO) to run: it makes
+    as many forward/backward passes as the other rank, of weight 0, so no collective waits forever,
+    and the step is the one process's step on both ranks' rollouts."""
+    import torch.multiprocessing as mp
+    mp.start_processes(_all_ties_worker, args=(2, str(tmp_path / "init"), str(tmp_path), loss), nprocs=2,
+                       start_method="spawn")
+    model, batch = fixed_batch(build_tiny_tokenizer(), rewards=TIED_ON_RANK_1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    policy_update(model, opt, batch, Config(loss=loss, micro_batch_size=2, grad_clip=0.0, max_new_tokens=8))
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    start, _ = fixed_batch(build_tiny_tokenizer(), rewards=TIED_ON_RANK_1)
+    moved = 0.0
+    for k, v in model.state_dict().items():
+        assert torch.equal(r0[k], r1[k]) and torch.allclose(r0[k], v, atol=1e-6), k
+        moved = max(moved, (v - start.state_dict()[k]).abs().max().item())
+    assert moved > 1e-4
+
+
 def torchrun(argv, root):
     import subprocess
     import sys

@@ -79,3 +79,57 @@ def test_the_real_files_load(capsys):
     said = []
     train = load_problems(os.path.join(SHARED, "math_train.jsonl"), log=said.append)
     assert len(train) == 7498 and said[0].endswith("skipped 2 row(s) with an empty gold answer (line 5530, 5532)")
+
+
+@pytest.mark.parametrize("change", ["model", "weights", "template", "seed", "protocol", "compile"])
+def test_a_suite_result_is_reused_only_with_every_setting_the_same(tmp_path, capsys, monkeypatch, change):
+    """Re-running into the same --out with another model (path or weights), template, seed, protocol or
+    decode path evaluates again, naming what differs; nothing else does."""
+    import shutil
+    import torch
+    d = benchmark_files(tmp_path / "data")
+    model = tiny_chat_model(tmp_path / "m")
+    out = str(tmp_path / "s")
+    argv = ["--model", model, "--suite", str(d / "aime25_test.jsonl"), "--samples", "1", "--temperature", "0",
+            "--max-new-tokens", "4", "--out", out]
+    evaluation.main(argv)
+    calls = []
+    real = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    evaluation.main(argv)
+    assert calls == [] and "done earlier" in capsys.readouterr().err          # the same settings: reused
+    if change == "model":
+        argv[1] = str(shutil.copytree(model, tmp_path / "m2"))
+    elif change == "weights":                                                # same path, other weights
+        from transformers import AutoModelForCausalLM
+        m = AutoModelForCausalLM.from_pretrained(model)
+        with torch.no_grad():
+            m.lm_head.weight.mul_(1.5)
+        m.save_pretrained(model)
+    else:
+        argv += {"template": ["--template", "plain"], "seed": ["--seed", "1"], "protocol": ["--top-p", "0.9"],
+                 "compile": ["--compile"]}[change]
+        if change == "compile":
+            monkeypatch.setattr("rollout.compile_options", lambda device: {"backend": "eager"})
+    evaluation.main(argv)
+    err = capsys.readouterr().err
+    assert calls == [1] and "done earlier" not in err
+    named = {"model": "model", "weights": "fingerprint", "template": "template", "seed": "seed",
+             "protocol": "protocol", "compile": "compile"}[change]
+    assert f"were made with another {named}" in err
+
+
+def test_new_tokens_are_cut_to_fit_the_models_positions(tmp_path, capsys, monkeypatch):
+    """Qwen2.5-Math has 4,096 positions in all: prompt + completion must fit, so new tokens are cut."""
+    from data import build_prompts, load_model_and_tokenizer
+    model, tok = load_model_and_tokenizer(tiny_chat_model(tmp_path / "m"))
+    model.config.max_position_embeddings = 40
+    problems = build_prompts([{"problem": "1+1?", "gold": "2"}, {"problem": "12+34?", "gold": "46"}], tok, "raw")
+    asked = []
+    real = evaluation.sample
+    monkeypatch.setattr(evaluation, "sample", lambda *a, **k: asked.append(k["max_new_tokens"]) or real(*a, **k))
+    res = evaluation.evaluate(model, tok, problems, max_new_tokens=100, progress=False)
+    assert asked == [40 - 6] and len(res["results"]) == 2                  # the longest prompt: 6 tokens
+    assert "100 new tokens cut to 34" in capsys.readouterr().err
+    evaluation.evaluate(model, tok, problems, max_new_tokens=30, progress=False)     # fits: not cut
+    assert asked[-1] == 30 and "cut" not in capsys.readouterr().err

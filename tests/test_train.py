@@ -299,3 +299,24 @@ def test_readme_documents_every_flag_and_its_default():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     readme = open(os.path.join(root, "README.md")).read()
     assert flags_table() in readme, "README flag table is out of date: paste tests/test_train.py::flags_table()"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a checkpoint"])
+def test_an_unreadable_checkpoint_is_named_with_what_to_do(tmp_path, tiny_model_dir, damage, capsys):
+    args = small_run_args(tmp_path, tiny_model_dir, steps=2)
+    train.main(args)
+    path = tmp_path / "run" / "checkpoint.pt"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    else:
+        torch.save({"weights": 1}, path)
+    with pytest.raises(SystemExit) as e:
+        train.main(args + ["--resume", "--steps", "3"])
+    msg = str(e.value)
+    assert msg.startswith(f"error: {path} cannot be resumed from") and "Start over without --resume" in msg
+    assert "\n" not in msg
+
+
+def test_the_learning_rate_follows_the_step_also_when_a_step_makes_no_update():
+    cfg = Config(lr=1.0, warmup_steps=2, schedule="linear", steps=6)
+    assert [train.learning_rate(s, cfg) for s in range(6)] == [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
