@@ -75,6 +75,14 @@ def mean_over_ranks(x):
     return (all_reduce(x.float().mean()) / rank_and_world()[1]).item()
 
 
+def pad_to_ranks(items):
+    """items, then a None for each item another rank has more: every rank runs as many micro-batches
+    (their forward and backward passes hold DDP's and FSDP's collectives), the padding ones of weight
+    0, so no rank waits forever for one that has finished. In one process: items as they are."""
+    n = int(all_reduce(torch.tensor(len(items)), "max"))
+    return items + [None] * (n - len(items))
+
+
 def my_share(items):
     """This rank's part of a list: rank r takes r, r + N, r + 2N, ... (held-out problems)."""
     rank, world = rank_and_world()

@@ -156,9 +156,9 @@ def sample_groups(run, cfg, problems, gen):
 
 
 def micro_batches(batch, cfg):
-    """How the update splits the batch: (chunks, weights, total, n_micro). GRPO: chunks of rows, DPO:
-    chunks of pairs, each weighted by its share of the batch's loss (grpo.aggregation_weight); n_micro,
-    the most chunks any rank has, is how many forward/backward passes every rank makes."""
+    """How the update splits the batch: (chunks, weights, total). GRPO: chunks of rows, DPO: chunks of
+    pairs, each weighted by its share of the batch's loss (grpo.aggregation_weight); under torchrun the
+    list ends with a None for each padding pass (parallel.pad_to_ranks)."""
     mb = cfg.micro_batch_size
     if cfg.loss == "grpo":
         rows = torch.arange(batch.tokens.shape[0])
@@ -176,12 +176,14 @@ def micro_batches(batch, cfg):
         weights = [torch.tensor(float(len(c))) for c in chunks]
         total = sum(weights, torch.tensor(0.0))           # DPO: the mean over informative pairs
     total = parallel.all_reduce(total, "mean")            # the engine averages gradients over ranks
-    n_micro = int(parallel.all_reduce(torch.tensor(len(chunks)), "max"))
-    return chunks, weights, total, n_micro
+    return parallel.pad_to_ranks(chunks), weights, total
 
 
 def chunk_rows(batch, idx, cfg):
-    """The rollout rows a chunk runs: GRPO's rows idx, or DPO's pairs idx as [chosen..., rejected...]."""
+    """The rollout rows a chunk runs: GRPO's rows idx, DPO's pairs idx as [chosen..., rejected...], or
+    row 0 for a padding pass (idx None)."""
+    if idx is None:
+        return torch.tensor([0])
     return idx if cfg.loss == "grpo" else torch.cat([batch.chosen[idx], batch.rejected[idx]])
 
 
@@ -195,37 +197,37 @@ def policy_update(model, optimizer, batch, cfg):
     Under torchrun every rank runs as many backward passes (zero-weight padding) so none waits forever.
     Returns the statistics to log, or None when no rollout carried a learning signal.
     """
-    chunks, weights, total, n_micro = micro_batches(batch, cfg)
-    if n_micro == 0:
+    chunks, weights, total = micro_batches(batch, cfg)
+    if not chunks:
         return None
     optimizer.zero_grad(set_to_none=True)
     stats_sum, stat_w, loss_sum = {}, 0.0, 0.0
-    gap_sum, gap_max, gap_n = 0.0, 0.0, 0.0               # |log pi_train - log pi_sampler| over tokens
-    for i in range(n_micro):
-        with parallel.no_sync(model, last=i == n_micro - 1):       # DDP: all-reduce once, after the last
-            if i >= len(chunks):   # padding to the ranks' count: a backward through every weight, adding 0
-                (rows_logprobs(model, batch, torch.tensor([0]), cfg).sum() * 0.0).backward()
-                continue
-            rows = chunk_rows(batch, chunks[i], cfg)
+    gaps = []                                   # |log pi_train - log pi_sampler| of the tokens run, (b, T) each
+    for i, idx in enumerate(chunks):
+        rows = chunk_rows(batch, idx, cfg)
+        with parallel.no_sync(model, last=i == len(chunks) - 1):   # DDP: all-reduce once, after the last
             logp = rows_logprobs(model, batch, rows, cfg)                                  # (b, T)
-            loss, stats = microbatch_loss(logp, batch, chunks[i], cfg)
+            if idx is None:                     # padding: a backward through every weight, adding 0
+                (logp.sum() * 0.0).backward()
+                continue
+            loss, stats = microbatch_loss(logp, batch, idx, cfg)
             share = (weights[i] / total).item()
             (loss * share).backward()
         loss_sum += loss.item() * share                   # loss = sum over micro-batches of loss_mb * share_mb
         for k, v in stats.items():
             stats_sum[k] = stats_sum.get(k, 0.0) + v * weights[i].item()
         stat_w += weights[i].item()
-        gap = (logp.detach().float() - batch.sampler_logp[rows]).abs() * batch.mask[rows]     # (b, T)
-        gap_sum, gap_max, gap_n = gap_sum + gap.sum().item(), max(gap_max, gap.max().item()), \
-            gap_n + batch.mask[rows].sum().item()
+        gaps.append(((logp.detach().float() - batch.sampler_logp[rows]).abs(), batch.mask[rows]))
     params = parallel.unwrap(model).parameters()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     optimizer.step()
-    # loss: the batch's (over all ranks); clip_frac, ratio_mean, kl: means over the rows that were run;
-    # sampler_gap: how far the sampler's log-probs are from the training forward's (mean, max over tokens)
-    return {**{k: v / max(stat_w, 1e-12) for k, v in stats_sum.items()}, "grad_norm": grad_norm.item(),
-            "loss": parallel.all_reduce(torch.tensor(loss_sum), "mean").item(),
-            **({"sampler_gap_mean": gap_sum / gap_n, "sampler_gap_max": gap_max} if gap_n else {})}
+    # loss: the batch's (over all ranks); clip_frac, ratio_mean, kl: means over the rows that were run
+    out = {**{k: v / max(stat_w, 1e-12) for k, v in stats_sum.items()}, "grad_norm": grad_norm.item(),
+           "loss": parallel.all_reduce(torch.tensor(loss_sum), "mean").item()}
+    if gaps:     # how far the sampler's log-probs are from the training forward's: mean, max over tokens
+        gap, seen = torch.cat([g for g, _ in gaps]), torch.cat([m for _, m in gaps])             # (rows, T)
+        out.update(sampler_gap_mean=((gap * seen).sum() / seen.sum()).item(), sampler_gap_max=(gap * seen).max().item())
+    return out
 
 
 def microbatch_loss(logp, batch, idx, cfg):
@@ -258,11 +260,10 @@ def old_logprobs(model, batch, cfg):
     update, in the update's micro-batches (the same forward to the bit, so the first update's ratio is
     exactly 1 in any dtype); rows the update does not run keep the sampler's."""
     old = batch.sampler_logp.clone()
-    chunks, _, _, n_micro = micro_batches(batch, cfg)
-    for i in range(n_micro):                        # as many forward passes as every other rank (FSDP)
-        rows = chunk_rows(batch, chunks[i], cfg) if i < len(chunks) else torch.tensor([0])
+    for idx in micro_batches(batch, cfg)[0]:        # padding passes too: as many as every other rank (FSDP)
+        rows = chunk_rows(batch, idx, cfg)
         logp = rows_logprobs(model, batch, rows, cfg).float()
-        if i < len(chunks):
+        if idx is not None:
             old[rows] = logp
     return old
 
