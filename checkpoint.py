@@ -2,8 +2,9 @@
 
 Chapter 7 of the tutorial. A checkpoint holds everything a resumed run needs (weights, optimizer,
 step, RNG states, the config; the learning rate is a function of the step); it is written to a
-temporary file and renamed into place, so an interrupted write leaves the previous checkpoint whole. A resumed run ends with the same
-weights as a run never interrupted (tests/test_train.py checks it bit for bit).
+temporary file and renamed into place, so an interrupted write leaves the previous checkpoint whole.
+A resumed run ends with the same weights as a run never interrupted (tests/test_train.py checks it
+bit for bit).
 """
 
 import contextlib
@@ -47,7 +48,8 @@ def save_checkpoint(path, model, optimizer, step, cfg, rollouts=0):
     model_state, optimizer_state = full_state_dicts(model, optimizer)
     if not is_main():
         return
-    state = {"model": model_state, "optimizer": optimizer_state, "step": step, "rollouts": rollouts, "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
+    state = {"model": model_state, "optimizer": optimizer_state, "step": step, "rollouts": rollouts,
+             "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
              "python_rng": random.getstate()}
     with atomic_file(path) as tmp:
@@ -58,16 +60,17 @@ def load_checkpoint(path, model, optimizer):
     """Restore a checkpoint of save_checkpoint into the (possibly sharded) model and its optimizer;
     returns (step, rollouts sampled so far, the config it was written with). A file that cannot be read
     (truncated, damaged, not a checkpoint) is one line naming it and what to do."""
+    def unreadable(why):
+        return SystemExit(f"error: {path} cannot be resumed from ({why}): the file is damaged or not a checkpoint of "
+                          f"train.py (saves go to a temporary file and are renamed, so an interrupted save leaves "
+                          f"the previous one whole). Start over without --resume, or with another --out-dir")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        missing = {"model", "optimizer", "step", "config"} - set(state if isinstance(state, dict) else ())
     except Exception as e:            # torch.load raises RuntimeError, EOFError, UnpicklingError, ... by damage
-        state, missing = None, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
+        raise unreadable(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}") from None
+    missing = {"model", "optimizer", "step", "config"} - set(state if isinstance(state, dict) else ())
     if missing:
-        why = f"missing {', '.join(sorted(missing))}" if isinstance(missing, set) else missing
-        raise SystemExit(f"error: {path} cannot be resumed from ({why}): the file is damaged or not a checkpoint "
-                         f"of train.py (saves go to a temporary file and are renamed, so an interrupted save leaves "
-                         f"the previous one whole). Start over without --resume, or with another --out-dir")
+        raise unreadable(f"missing {', '.join(sorted(missing))}")
     sharded = is_sharded(model)
     if (state["config"].get("fsdp", False) or state["config"].get("cpu_offload", False)) != sharded:
         raise SystemExit(f"error: {path} was written {'with' if not sharded else 'without'} --fsdp / --cpu-offload; "

@@ -223,8 +223,8 @@ def weights_in_compute_dtype(model, keep=False):
     compiled path: CUDA graphs read weights at fixed addresses)."""
     dtype = compute_dtype(model)
     swaps = [(m, name, w) for m in model.modules() if isinstance(m, torch.nn.Linear)
-             for name, w in m._parameters.items()
-             if w is not None and w.dtype == torch.float32 and dtype != torch.float32]
+             for name, w in m._parameters.items() if w is not None and w.dtype == torch.float32] \
+        if dtype != torch.float32 else []
     copies = _KEPT_WEIGHTS.setdefault(model, {}) if keep and swaps else {}
     with torch.no_grad():
         for m, name, w in swaps:

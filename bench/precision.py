@@ -49,30 +49,24 @@ def build(shape, layers, device, dtype):
     return Qwen2ForCausalLM(cfg).to(device, DTYPES[precision(dtype, device)]).eval()
 
 
-def kv_bytes_per_token(model, prompts, device, dtype):
-    """(bytes per token as the cache stores them, bytes per token as they reach it), from one prefill."""
-    seen = {}
+def kv_bytes_per_token(model, prompt, device, dtype):
+    """(bytes per token as the cache stores them, bytes per token as the keys and values reach it), all
+    layers, read from the cache layers of one short sampling call."""
+    layers, reached = [], []
     real = rollout.PreallocatedLayer.update
 
-    def spy(self, k, v, *a, **kw):
-        seen.setdefault("in", (k.dtype, v.dtype))
+    def spy(self, k, v, *a, **kw):                      # the first call of each layer is the prefill
+        if not self.is_initialized:
+            layers.append(self)
+            reached.append(k[0, :, 0].nbytes + v[0, :, 0].nbytes)
         return real(self, k, v, *a, **kw)
     rollout.PreallocatedLayer.update = spy
     try:
         with autocast(device, dtype):
-            ro = rollout.sample(model, prompts[:1], n=1, max_new_tokens=1, seed=0)
-            cache = rollout._new_cache(model, 1, rollout.compute_dtype(model))
-            ids = torch.tensor([prompts[0]], device=device)
-            model(input_ids=ids, use_cache=True, **{rollout._cache_kwarg(model): cache})
+            rollout.sample(model, [prompt], n=1, max_new_tokens=1, seed=0)
     finally:
         rollout.PreallocatedLayer.update = real
-    del ro
-    layers = cache.layers
-    per_pos = sum(layer.k_store[0, :, 0].nbytes + layer.v_store[0, :, 0].nbytes for layer in layers)
-    kin, vin = seen["in"]
-    first = layers[0].k_store
-    per_pos_in = len(layers) * first.shape[1] * first.shape[3] * (kin.itemsize + vin.itemsize)
-    return per_pos, per_pos_in
+    return sum(layer.k_store[0, :, 0].nbytes + layer.v_store[0, :, 0].nbytes for layer in layers), sum(reached)
 
 
 def measure(model, device, dtype, rows, new_tokens, prompt_len=16):
@@ -91,7 +85,7 @@ def measure(model, device, dtype, rows, new_tokens, prompt_len=16):
     adv = torch.tensor([1.0, -1.0], device=device).repeat(len(prompts))
     _, before = grpo_loss(train_logp, ro.logprobs, adv, mask, 0.2, 0.28)
     _, after = grpo_loss(train_logp, train_logp.detach(), adv, mask, 0.2, 0.28)
-    stored, incoming = kv_bytes_per_token(model, prompts, device, dtype)
+    stored, incoming = kv_bytes_per_token(model, prompts[0], device, dtype)
     off = ((torch.exp(train_logp - ro.logprobs) - 1).abs() > 0.01).float() * mask       # ratio off by > 1%
     return {"gap_mean": (gap.sum() / mask.sum()).item(), "gap_max": gap.max().item(),
             "off_1pct": (off.sum() / mask.sum()).item(),
@@ -111,8 +105,9 @@ def main(argv=None):
     ap.add_argument("--new-tokens", type=int, default=32)
     args = ap.parse_args(argv)
     torch.set_num_threads(min(torch.get_num_threads(), 16))
-    lines = [f"precision, `python bench/precision.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip()
-             + f" (torch {torch.__version__}, {args.device}; {args.rows} completions x {args.new_tokens} tokens)", "",
+    command = " ".join(["python bench/precision.py", *(argv if argv is not None else sys.argv[1:])])
+    lines = [f"precision, `{command}` (torch {torch.__version__}, {args.device}; {args.rows} completions x "
+             f"{args.new_tokens} tokens)", "",
              "| shape | --dtype | gap mean | gap max | before: ratio mean / clip frac / off > 1% | after: ratio mean / "
              "clip frac | KV bytes/token (was) | s |", "|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
