@@ -42,13 +42,14 @@ def atomic_file(path):
     os.replace(tmp, path)
 
 
-def save_checkpoint(path, model, optimizer, step, cfg, rollouts=0):
+def save_checkpoint(path, model, optimizer, step, cfg, progress=None):
     """Everything a resumed run needs, written by rank 0 to a temporary file and renamed into place
-    (atomic). Every rank calls it (under FSDP the state is gathered from all of them)."""
+    (atomic). Every rank calls it (under FSDP the state is gathered from all of them). progress: the
+    loop's counters (rollouts sampled, the data stream's position)."""
     model_state, optimizer_state = full_state_dicts(model, optimizer)
     if not is_main():
         return
-    state = {"model": model_state, "optimizer": optimizer_state, "step": step, "rollouts": rollouts,
+    state = {"model": model_state, "optimizer": optimizer_state, "step": step, "progress": progress or {},
              "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
              "python_rng": random.getstate()}
@@ -58,7 +59,7 @@ def save_checkpoint(path, model, optimizer, step, cfg, rollouts=0):
 
 def load_checkpoint(path, model, optimizer):
     """Restore a checkpoint of save_checkpoint into the (possibly sharded) model and its optimizer;
-    returns (step, rollouts sampled so far, the config it was written with). A file that cannot be read
+    returns (step, the loop's counters (save_checkpoint's progress), the config it was written with). A file that cannot be read
     (truncated, damaged, not a checkpoint) is one line naming it and what to do."""
     def unreadable(why):
         return SystemExit(f"error: {path} cannot be resumed from ({why}): the file is damaged or not a checkpoint of "
@@ -80,17 +81,17 @@ def load_checkpoint(path, model, optimizer):
     if state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     random.setstate(state["python_rng"])
-    return state["step"], state.get("rollouts", 0), state["config"]
+    return state["step"], state.get("progress", {"rollouts": state.get("rollouts", 0)}), state["config"]
 
 
 def start_or_resume(cfg, model, optimizer, log):
-    """Prepare the run directory cfg.out_dir and return (step to start from, rollouts so far): the
-    checkpoint's with --resume (saying which settings changed since it was written), else (0, 0). The
+    """Prepare the run directory cfg.out_dir and return (step to start from, the loop's counters): the
+    checkpoint's with --resume (saying which settings changed since it was written), else (0, {}). The
     metrics log is cut back to match the weights, and config.json records the settings of this run."""
     path = os.path.join(cfg.out_dir, "checkpoint.pt")
-    start, rollouts = 0, 0
+    start, progress = 0, {}
     if cfg.resume and os.path.exists(path):
-        start, rollouts, old = load_checkpoint(path, model, optimizer)
+        start, progress, old = load_checkpoint(path, model, optimizer)
         changed = {k: (old.get(k), v) for k, v in dataclasses.asdict(cfg).items()
                    if k not in ("resume", "steps", "progress") and old.get(k) != v}
         log(f"resumed from {path} at step {start}" + (f" (changed settings: {changed})" if changed else ""))
@@ -101,7 +102,7 @@ def start_or_resume(cfg, model, optimizer, log):
         _truncate_metrics(os.path.join(cfg.out_dir, "metrics.jsonl"), start)
         with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
             json.dump(dataclasses.asdict(cfg), f, indent=2)
-    return start, rollouts
+    return start, progress
 
 
 def append_metrics(out_dir, row):

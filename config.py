@@ -45,9 +45,10 @@ class Config:
     filter_ties: bool = field(default=False, metadata={"help": "DAPO's filter: average the loss over informative "
                                                                "groups only (scales the step by 1/(1 - ties))"})
     resample: str = field(default="off", metadata={"help": "2-GRPO+RS: where pairs tie, draw more groups: off | "
-                                                           "fresh (new prompts) | same (the tied prompts again)"})
-    resample_budget: float = field(default=1.0, metadata={"help": "--resample's extra rollouts per step at most, "
-                                                                  "as a multiple of P * G"})
+                                                           "fresh (the data stream's next prompts) | same (the tied prompts again)"})
+    resample_budget: float = field(default=7.0, metadata={"help": "--resample's extra rollouts per step at most, as "
+                                                                  "a multiple of P * G (7: 16-GRPO's at G = 2, the "
+                                                                  "paper's cap)"})
     # sampling
     max_new_tokens: int = field(default=0, metadata={"help": "completion length cap; 0: 8 built-in, 1024 with --data"})
     temperature: float = field(default=1.0, metadata={"help": "rollout temperature"})

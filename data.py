@@ -6,7 +6,7 @@ Chapter 4 of the tutorial.
     and line (MATH / MATH-500, GSM8K's "#### N", or any field names);
   * build_prompts: problems -> token ids, through the chat template, a plain template or as they are;
   * tiny_task_problems: the built-in task, 2-digit addition (its model is in tiny_model.py);
-  * prompts_for_step: which prompts a step trains on, a function of (seed, step) alone;
+  * prompts_for_step, stream_prompts: which prompts a step trains on: a seeded stream, epoch by epoch;
   * load_model_and_tokenizer: a Hugging Face model directory or hub id, with one clear line when it
     is neither on disk nor in the local cache.
 """
@@ -167,16 +167,33 @@ def prompt_sets(train_set, held_out, tok, template, builtin, max_tokens, log=pri
 # ---------------------------------------------------------------------------------------------------
 # Data order
 # ---------------------------------------------------------------------------------------------------
-def prompts_for_step(step, n_train, prompts_per_step, seed, rank=0, world=1):
-    """Indices of this rank's prompts at `step`: consecutive slices of a fresh seeded permutation per
-    epoch over the training set. A function of (seed, step, rank): resuming needs no data state."""
+def prompts_for_step(step, n_train, prompts_per_step, seed, rank=0, world=1, start=None):
+    """Indices of this rank's prompts at `step`: its slice of the P prompts at positions start ..
+    start + P - 1 of the data stream (stream_prompts). start defaults to step * P, every step taking
+    P prompts; --resample fresh also takes the stream's next prompts for its refills, so train.py keeps
+    the position (in the checkpoint). A function of (seed, start, rank)."""
     per_rank = prompts_per_step // world
-    start = step * per_rank * world + rank * per_rank
-    out = []
-    for g in range(start, start + per_rank):
-        epoch, pos = divmod(g, n_train)
-        out.append(_permutation(seed, epoch, n_train)[pos])
-    return out
+    first = (step * per_rank * world if start is None else start) + rank * per_rank
+    return stream_prompts(range(first, first + per_rank), n_train, seed)
+
+
+def stream_prompts(positions, n_train, seed):
+    """The training problems at these positions of the data stream: position g is problem
+    permutation_e[g mod n_train] of epoch e = g // n_train, a fresh seeded permutation per epoch."""
+    return [_permutation(seed, g // n_train, n_train)[g % n_train] for g in positions]
+
+
+def upcoming_prompts(after, n_train, seed, rank=0, world=1):
+    """--resample fresh's refills for this rank: take(n) -> the indices of the data stream's next n
+    prompts after position `after` (the end of the step's own), the ranks taking turns (rank r reads
+    after + r, after + r + world, ...), and the list of those taken so far."""
+    taken = []
+
+    def take(n):
+        first = after + len(taken) * world + rank
+        taken.extend(stream_prompts(range(first, first + n * world, world), n_train, seed))
+        return taken[len(taken) - n:]
+    return take, taken
 
 
 _perm_cache = {}
@@ -187,7 +204,8 @@ def _permutation(seed, epoch, n):
     if key not in _perm_cache:
         order = list(range(n))
         random.Random(seed * 100_003 + epoch).shuffle(order)
-        _perm_cache.clear()
+        if len(_perm_cache) > 1:                 # keep two epochs: a step may straddle their border
+            _perm_cache.pop(next(iter(_perm_cache)))
         _perm_cache[key] = order
     return _perm_cache[key]
 

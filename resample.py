@@ -1,16 +1,17 @@
-"""resample.py: 2-GRPO + ReSampling: tied pairs are drawn again until the step has P informative ones.
+"""resample.py: 2-GRPO + ReSampling: tied pairs are replaced until the step has P informative ones.
 
-An option of train.py (--resample fresh|same), from the latest version of "It Takes Two" (its
-Table 1's "2-GRPO+RS", DAPO's dynamic sampling): with G = 2 and 0/1 rewards a pair carries a
-gradient only when exactly one answer is right, which for a prompt of pass rate p happens with
+An option of train.py (--resample fresh|same), as the latest version of "It Takes Two" ran it (v3,
+sec. 4.3, Table 1's "2-GRPO+RS"; DAPO's dynamic sampling): with G = 2 and 0/1 rewards a pair carries
+a gradient only when exactly one answer is right, which for a prompt of pass rate p happens with
 probability 2p(1-p); the rest tie. Instead of training on the few informative pairs of each batch,
-more groups are drawn, either of fresh prompts or of the tied prompts again, until P groups are
-informative or a cap of extra rollouts is spent. Every rollout drawn counts in the metrics and the
+more groups are drawn until P groups are informative or the step has spent 16-GRPO's rollouts (8x
+those of 2-GRPO, --resample-budget 7 extra): "fresh" takes the data stream's next prompts (those the
+following steps would have trained on, as DAPO's and verl's dataloaders do, so an epoch ends in fewer
+steps), "same" draws the tied prompts again. Every rollout drawn counts in the metrics and the
 rollout budget.
 """
 
 import math
-import random
 
 import torch
 
@@ -24,41 +25,41 @@ def informative(r, group_size):
     return (g != g[:, :1]).any(1)
 
 
-def resample_ties(problems, ro, r, draw, train_set, group_size, mode="fresh", budget=1.0, seed=0, pad_token_id=0):
+def resample_ties(problems, ro, r, draw, upcoming, group_size, mode="fresh", budget=7.0, pad_token_id=0):
     """Top a step up to len(problems) informative groups.
 
     problems, ro, r: the step's P prompts, their Rollout (P*G rows) and rewards (P*G,)
     draw(problems) -> (Rollout, rewards) samples and scores G completions of each given problem
-    mode: "fresh" draws new prompts from train_set (a seeded random choice), "same" draws the tied
-          prompts of the last round again
-    budget: extra rollouts allowed, as a multiple of P * G (1.0: at most twice the rollouts)
+    upcoming(n) -> the data stream's next n problems (mode "fresh"; each call takes new ones)
+    mode: "fresh" draws the stream's next prompts, "same" the tied prompts of the last round again
+    budget: extra rollouts allowed, as a multiple of P * G (7: 8x in all, 16-GRPO's rollouts at G = 2)
     Returns (problems, Rollout, rewards, stats): P groups, the first P informative ones drawn, topped up
     with the first draw's tied groups when the budget ran out (grouped by draw); stats counts the
     groups drawn, the informative groups in the batch and the extra rollouts.
     """
     P, G = len(problems), group_size
-    pool = [(problems, ro, r)]
+    pool = [(problems, ro, r)]                                       # every draw: (problems, Rollout, r)
     n_inf = int(informative(r, G).sum())
-    cap, extra_groups, rng = int(budget * P), 0, random.Random(seed)
+    cap, extra_groups = int(budget * P), 0
     while n_inf < P and extra_groups < cap:
         if mode == "same":
-            last_p, _, last_r = pool[-1]
-            new = [p for p, inf in zip(last_p, informative(last_r, G).tolist()) if not inf]
+            last_problems, _, last_r = pool[-1]
+            tied = (~informative(last_r, G)).tolist()
+            new = [p for p, t in zip(last_problems, tied) if t][:cap - extra_groups]
         else:   # as many fresh prompts as the informative share so far says are needed (at least 1 in 4)
             share = max(n_inf / (P + extra_groups), 0.25)
-            new = [train_set[i] for i in rng.sample(range(len(train_set)), min(len(train_set),
-                                                                               math.ceil((P - n_inf) / share)))]
-        new = new[:cap - extra_groups]
+            new = upcoming(min(math.ceil((P - n_inf) / share), cap - extra_groups))
         new_ro, new_r = draw(new)
         pool.append((new, new_ro, new_r))
         extra_groups += len(new)
         n_inf += int(informative(new_r, G).sum())
-    # the batch: informative groups first, in the order drawn, then the first draw's ties
-    picked = [(k, g) for k, (_, _, rr) in enumerate(pool) for g in informative(rr, G).nonzero().squeeze(1).tolist()]
+    # the batch: informative groups first, in the order drawn, then the first draw's ties, P in all:
+    # (draw k, group g) pairs
+    picked = [(k, g) for k, (_, _, rk) in enumerate(pool) for g in informative(rk, G).nonzero().squeeze(1).tolist()]
     picked = (picked + [(0, g) for g in (~informative(r, G)).nonzero().squeeze(1).tolist()])[:P]
-    by_draw = [[g for k2, g in picked if k2 == k] for k in range(len(pool))]
-    parts = [take_rows(pool[k][1], [g * G + j for g in gs for j in range(G)]) for k, gs in enumerate(by_draw) if gs]
-    out_problems = [pool[k][0][g] for k, gs in enumerate(by_draw) for g in gs]
-    out_r = torch.cat([pool[k][2].view(-1, G)[gs].reshape(-1) for k, gs in enumerate(by_draw) if gs])
+    groups_of = [[g for k2, g in picked if k2 == k] for k in range(len(pool))]          # per draw, in order
+    parts = [take_rows(pool[k][1], [g * G + j for g in gs for j in range(G)]) for k, gs in enumerate(groups_of) if gs]
+    out_problems = [pool[k][0][g] for k, gs in enumerate(groups_of) for g in gs]
+    out_r = torch.cat([pool[k][2].view(-1, G)[gs].reshape(-1) for k, gs in enumerate(groups_of) if gs])
     stats = {"pairs_drawn": P + extra_groups, "informative_pairs": min(n_inf, P), "extra_rollouts": extra_groups * G}
     return out_problems, cat_rollouts(parts, pad_token_id), out_r, stats

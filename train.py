@@ -34,7 +34,8 @@ import parallel
 import plan
 from checkpoint import StopFlag, append_metrics, save_checkpoint, save_final, start_or_resume
 from config import check_config, parse_args
-from data import DataError, autocast, load_model_and_tokenizer, precision, problem_sets, prompt_sets, prompts_for_step
+from data import (DataError, autocast, load_model_and_tokenizer, precision, problem_sets, prompt_sets, prompts_for_step,
+                  upcoming_prompts)
 from eval import shared_accuracy
 from grpo import aggregation_weight, dpo_loss, group_advantages, grpo_loss, preference_pairs
 from resample import informative, resample_ties
@@ -79,6 +80,7 @@ class Run:
     train_set: list                  # problems with "prompt_ids" and "gold"
     held_out: list
     rollouts: int = 0                # sampled so far, all ranks, resampled ones included
+    data_pos: int = 0                # prompts of the data stream used so far, all ranks (data.stream_prompts)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -89,8 +91,9 @@ def train_step(step, run, cfg):
     t0 = time.perf_counter()
     G, tok, device = cfg.group_size, run.tok, run.device
     rank, world = parallel.rank_and_world()
-    # 1. this step's prompts: a function of (seed, step, rank), so a resumed run draws the same ones
-    picked = prompts_for_step(step, len(run.train_set), cfg.prompts_per_step, cfg.seed, rank, world)
+    # 1. this step's prompts: P from the data stream at run.data_pos (data.py), this rank's share of them
+    n_train, P = len(run.train_set), cfg.prompts_per_step
+    picked = prompts_for_step(step, n_train, P, cfg.seed, rank, world, start=run.data_pos)
     problems = [run.train_set[i] for i in picked]                                      # P prompts
     # 2. G completions of each, their log-probs under the policy that sampled them, and 3. their rewards:
     #    1 where the final answer equals the gold answer (reward.py), else 0; --resample draws more
@@ -99,10 +102,13 @@ def train_step(step, run, cfg):
     with autocast(device, cfg.dtype), parallel.full_weights(run.model):   # FSDP: whole weights while sampling
         ro, r = sample_groups(run, cfg, problems, gen)                                       # r: (P*G,)
         first, drawn = r, {"pairs_drawn": len(problems), "extra_rollouts": 0}
-        if cfg.resample != "off":
+        if cfg.resample != "off":     # refills: the stream's next prompts, which the next steps then skip
+            take, taken = upcoming_prompts(run.data_pos + P, n_train, cfg.seed, rank, world)
             problems, ro, r, drawn = resample_ties(problems, ro, r, lambda p: sample_groups(run, cfg, p, gen),
-                                                   run.train_set, G, cfg.resample, cfg.resample_budget,
-                                                   f"{cfg.seed}/{step}/{rank}", tok.pad_token_id)
+                                                   lambda n: [run.train_set[i] for i in take(n)], G, cfg.resample,
+                                                   cfg.resample_budget, tok.pad_token_id)
+            run.data_pos += world * int(parallel.all_reduce(torch.tensor(len(taken)), "max"))
+    run.data_pos += P
     t_rollout = time.perf_counter() - t0
     # 4. advantages relative to each prompt's group: A = (r - mean_g) / std_g                 (P*G,)
     adv = group_advantages(r, G, cfg.advantage)
@@ -139,6 +145,8 @@ def train_step(step, run, cfg):
             "adv_mean": adv.mean().item(), "adv_std": adv.std(unbiased=False).item(),
             "tie_frac": mean((~informative(first, G)).float()), "tie_predicted": p ** G + (1 - p) ** G,
             "informative_pairs": total(int(informative(r, G).sum())), "pairs_drawn": total(drawn["pairs_drawn"]),
+            "informative_share": total(int(informative(r, G).sum())) / P, "data_pos": run.data_pos,
+            "epoch": round(run.data_pos / n_train, 4),
             "extra_rollouts": total(drawn["extra_rollouts"]), "response_len": mean(ro.lengths.float()),
             "rollout_s": round(t_rollout, 4), "train_s": round(t_train, 4),
             "tokens_per_s": round(ro.mask.sum().item() / max(t_rollout, 1e-9), 1),
@@ -328,7 +336,8 @@ def train(cfg):
     log = tqdm.write if parallel.is_main() else (lambda msg: None)
     run = setup(cfg, device, log)
     plan.check_run(cfg, run, world, log)                # on a GPU: will it fit? (plan.py)
-    start, run.rollouts = start_or_resume(cfg, run.train_model, run.optimizer, log)
+    start, progress = start_or_resume(cfg, run.train_model, run.optimizer, log)
+    run.rollouts, run.data_pos = progress.get("rollouts", 0), progress.get("data_pos", start * cfg.prompts_per_step)
     acc_before = held_out_accuracy(run, cfg) if start == 0 else None
     if acc_before is not None:
         log(f"held-out accuracy before: {acc_before:.1%} ({len(run.held_out)} problems)")
@@ -355,7 +364,7 @@ def train(cfg):
             stopping = bool(parallel.all_reduce(torch.tensor(float(stop.stop)), "max"))
             if done % cfg.save_every == 0 or done == cfg.steps or stopping:
                 save_checkpoint(os.path.join(cfg.out_dir, "checkpoint.pt"), run.train_model, run.optimizer,
-                                done, cfg, run.rollouts)
+                                done, cfg, {"rollouts": run.rollouts, "data_pos": run.data_pos})
             if stopping:
                 parallel.barrier()
                 log(f"stopped at step {done}; checkpoint saved: resume with the same command and --resume")

@@ -14,8 +14,8 @@ The paper's protocol, scaled to the built-in task (2-digit addition, the tiny wa
     2-rollout pairs (--loss dpo, frozen warm-start reference, beta 0.1) with the 2-GRPO settings.
   * beyond the rule: 2-GRPO with 16-GRPO's lr and number of steps (8P x 2 per step, so the same
     rollouts and 8x the epochs), which compares group sizes at an equal rollout budget.
-  * the paper's 2-GRPO+RS (--resample fresh: tied pairs are replaced by pairs of fresh prompts, up to
-    as many extra rollouts as the step's own), with the 2-GRPO settings, and at about 16-GRPO's rollouts.
+  * the paper's 2-GRPO+RS (--resample fresh: tied pairs are replaced by pairs of the data stream's next
+    prompts, up to 16-GRPO's rollouts per step), with the 2-GRPO settings, and with 16-GRPO's lr.
   * where the rule holds (--map-seeds): 2-GRPO with 1/8 of 16-GRPO's rollouts, lr x {1, 2, 4, 8},
     for several epoch counts, each relative to 16-GRPO at the same epochs (a table and a heat map);
   * which normalisation (--map-seeds): the three loss aggregations at G = 2 (equal rollouts) and
@@ -57,20 +57,21 @@ BASE_LR = 5e-5       # lr of the 16-GRPO arm, tuned once (README: 2.5e-5 to 2e-4
 PAPER = {"acc": 0.976, "rollouts": 0.125, "time": 0.21}
 
 
-RS = {"resample": "fresh", "resample_budget": 1.0}
+RS = {"resample": "fresh"}         # the paper's: refills from the data stream, up to 16-GRPO's rollouts
 
 
 def arms(include_dpo=True):
     """(name, G, loss, lr multiplier, epochs multiplier, other settings). The paper's rule: P * 16 / G
     prompts per step, lr * 16 / G, the same epochs. "2-GRPO, equal rollouts" keeps 16-GRPO's lr and
     step count instead (so 8x the epochs): the same rollouts and compute, only the group size differs.
-    2-GRPO+RS spends up to twice the rollouts per step, so its equal-rollout arm takes 4x the epochs."""
+    2-GRPO+RS spends up to 8x 2-GRPO's rollouts per step (16-GRPO's), so its arm with 16-GRPO's lr keeps
+    the rule's steps: about 16-GRPO's rollouts."""
     out = [("16-GRPO", 16, "grpo", 1, 1, {}), ("8-GRPO", 8, "grpo", 2, 1, {}), ("4-GRPO", 4, "grpo", 4, 1, {}),
            ("2-GRPO", 2, "grpo", 8, 1, {})]
     if include_dpo:
         out.append(("2-DPO", 2, "dpo", 8, 1, {}))
     out += [("2-GRPO, equal rollouts", 2, "grpo", 1, 8, {}), ("2-GRPO+RS", 2, "grpo", 8, 1, RS),
-            ("2-GRPO+RS, ~equal rollouts", 2, "grpo", 1, 4, RS)]
+            ("2-GRPO+RS, lr x1", 2, "grpo", 1, 1, RS)]
     return out
 
 
@@ -103,6 +104,7 @@ def run_arm(name, G, loss, seed, args, model_dir, held_out, tok, lr_mult=None, e
             "mean@k": res[f"mean@{args.k}"], "pass@k": res[f"pass@{args.k}"], "rollouts": summary["rollouts"],
             "train_s": train_s, "greedy_after": summary["held_out_after"],
             "discard_rate": statistics.mean(r["tie_frac"] for r in rows), "curve": curve,
+            "informative_share": statistics.mean(r["informative_share"] for r in rows),
             "response_len": statistics.mean(r["response_len"] for r in rows[-max(1, len(rows) // 10):])}
 
 
@@ -163,8 +165,8 @@ def write_table(results, var, args, path, rule=(), aggs=()):
              f"(mean ± std); held-out {args.eval_problems} problems; Mean@{k} / Pass@{k} at T 0.7, top-p 0.8, top-k 20.",
              "",
              f"| arm | prompts x G per step | lr | steps | Mean@{k} % | Pass@{k} % | greedy % | rollouts | train s "
-             f"| discard rate | acc vs 16-GRPO | rollouts vs 16 | time vs 16 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| discard rate | informative share trained | acc vs 16-GRPO | rollouts vs 16 | time vs 16 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm, rs in by_arm.items():
         r0 = rs[0]
         acc = statistics.mean(r["mean@k"] for r in rs) / max(base_acc, 1e-9)
@@ -174,6 +176,7 @@ def write_table(results, var, args, path, rule=(), aggs=()):
                      f"| {fmt([r['mean@k'] for r in rs])} | {fmt([r['pass@k'] for r in rs])} "
                      f"| {fmt([r['greedy_after'] for r in rs])} | {r0['rollouts']} "
                      f"| {fmt([r['train_s'] for r in rs], pct=False)} | {fmt([r['discard_rate'] for r in rs])} "
+                     f"| {fmt([r.get('informative_share', float('nan')) for r in rs])} "
                      f"| {100 * acc:.1f}% | {100 * roll:.1f}% | {100 * tim:.1f}% |")
     lines += ["", f"Paper (Qwen-Math, MATH-500 / AMC / AIME): 2-GRPO keeps {100 * PAPER['acc']:.1f}% of 16-GRPO's "
               f"Mean@32 with {100 * PAPER['rollouts']:.1f}% of the rollouts and {100 * PAPER['time']:.0f}% of the time."]
