@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from parallel import full_state_dicts, is_main, is_sharded, load_full_state_dicts, unwrap
+from parallel import barrier, full_state_dicts, is_main, is_sharded, load_full_state_dicts, unwrap
 
 
 def save_dir_atomic(path, save):
@@ -121,6 +121,7 @@ def save_final(out_dir, model, tok, summary):
                         lambda d: (unwrap(model).save_pretrained(d, state_dict=weights), tok.save_pretrained(d)))
         with open(os.path.join(out_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
+    barrier()      # every rank leaves together, none tearing its connections down while a peer still uses them
 
 
 def _truncate_metrics(path, step):

@@ -290,6 +290,8 @@ def main():
     ap.add_argument("--variance-estimates", type=int, default=None, help="gradient estimates per G (quick 8, full 32)")
     ap.add_argument("--no-dpo", action="store_true")
     ap.add_argument("--no-map", action="store_true", help="skip the lr x epochs map and the aggregation arms")
+    ap.add_argument("--arms", nargs="+", default=None, help="run only these arms (names as in the table; 16-GRPO, "
+                                                            "the baseline, always runs), no map and no variance study")
     ap.add_argument("--map-seeds", type=int, nargs="+", default=[0], help="seeds of the map and aggregation arms")
     ap.add_argument("--map-epochs", type=int, nargs="+", default=None, help="epochs of the map (quick 1 2, full 2 4 8)")
     ap.add_argument("--out", default="runs/group_size")
@@ -338,12 +340,14 @@ def main():
               f"({time.perf_counter() - t0:.0f} s so far)", flush=True)
         return r
     for name, G, loss, lr_mult, epoch_mult, over in arms(not args.no_dpo):
+        if args.arms and name not in args.arms + ["16-GRPO"]:
+            continue
         for seed in args.seeds:
             results.append(run(name, G, loss, lr_mult, epoch_mult, over, seed))
     # where does the paper's rule hold, and which normalisation: 2-GRPO with 1/8 of the rollouts at
     # lr x m for E epochs against 16-GRPO at E epochs; the aggregations at G = 2 and 16
     rule, aggs = [], []
-    for seed in [] if args.no_map else args.map_seeds:
+    for seed in [] if args.no_map or args.arms else args.map_seeds:
         for E in args.map_epochs:
             base = run(f"16-GRPO, {E} epochs", 16, "grpo", 1, E / args.epochs, {}, seed)
             for m in (1, 2, 4, 8):
@@ -356,7 +360,7 @@ def main():
                 aggs.append({"G": G, "aggregation": agg, "seed": seed, "mean@k": r["mean@k"],
                              "response_len": r["response_len"], "rollouts": r["rollouts"]})
     train_problems = build_prompts(split["train"][:args.prompts], tok, "raw", builtin=True)
-    var = variance_study(model_dir, args.variance_estimates, tok, train_problems)
+    var = None if args.arms else variance_study(model_dir, args.variance_estimates, tok, train_problems)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"args": vars(args), "results": results, "variance": var, "rule": rule, "aggregations": aggs},
                   f, indent=1)
