@@ -1,4 +1,5 @@
-"""checkpoint.py: nothing is lost. The run directory: atomic checkpoints, resume, Ctrl-C, metrics, final model.
+"""checkpoint.py: nothing is lost. The run directory: atomic checkpoints, resume, Ctrl-C, metrics, the
+final model.
 
 Chapter 7 of the tutorial. A checkpoint holds everything a resumed run needs (weights, optimizer,
 step, RNG states, the config; the learning rate is a function of the step); it is written to a
@@ -59,23 +60,25 @@ def save_checkpoint(path, model, optimizer, step, cfg, progress=None):
 
 def load_checkpoint(path, model, optimizer):
     """Restore a checkpoint of save_checkpoint into the (possibly sharded) model and its optimizer;
-    returns (step, the loop's counters (save_checkpoint's progress), the config it was written with). A file that cannot be read
-    (truncated, damaged, not a checkpoint) is one line naming it and what to do."""
+    returns (step, the loop's counters (save_checkpoint's progress), the config it was written with). A
+    file that cannot be read (truncated, damaged, not a checkpoint) is one line naming it and what to do."""
     def unreadable(why):
-        return SystemExit(f"error: {path} cannot be resumed from ({why}): the file is damaged or not a checkpoint of "
-                          f"train.py (saves go to a temporary file and are renamed, so an interrupted save leaves "
-                          f"the previous one whole). Start over without --resume, or with another --out-dir")
+        return SystemExit(f"error: {path} cannot be resumed from ({why}): the file is damaged or not a "
+                          f"checkpoint of train.py (saves go to a temporary file and are renamed, so an "
+                          f"interrupted save leaves the previous one whole). Start over without --resume, or "
+                          f"with another --out-dir")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as e:            # torch.load raises RuntimeError, EOFError, UnpicklingError, ... by damage
+    except Exception as e:     # torch.load raises RuntimeError, EOFError, UnpicklingError, ... by damage
         raise unreadable(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}") from None
     missing = {"model", "optimizer", "step", "config"} - set(state if isinstance(state, dict) else ())
     if missing:
         raise unreadable(f"missing {', '.join(sorted(missing))}")
     sharded = is_sharded(model)
     if (state["config"].get("fsdp", False) or state["config"].get("cpu_offload", False)) != sharded:
-        raise SystemExit(f"error: {path} was written {'with' if not sharded else 'without'} --fsdp / --cpu-offload; "
-                         f"resume it the same way (the optimizer state is laid out differently)")
+        raise SystemExit(f"error: {path} was written {'with' if not sharded else 'without'} --fsdp / "
+                         f"--cpu-offload; resume it the same way (the optimizer state is laid out "
+                         f"differently)")
     load_full_state_dicts(model, optimizer, state["model"], state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") and torch.cuda.is_available():
@@ -117,11 +120,13 @@ def save_final(out_dir, model, tok, summary):
     summary.json. Every rank calls it: under FSDP the weights are gathered from the shards."""
     weights, _ = full_state_dicts(model, None)
     if is_main():
-        save_dir_atomic(os.path.join(out_dir, "model"),
-                        lambda d: (unwrap(model).save_pretrained(d, state_dict=weights), tok.save_pretrained(d)))
+        def save(directory):
+            unwrap(model).save_pretrained(directory, state_dict=weights)
+            tok.save_pretrained(directory)
+        save_dir_atomic(os.path.join(out_dir, "model"), save)
         with open(os.path.join(out_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
-    barrier()      # every rank leaves together, none tearing its connections down while a peer still uses them
+    barrier()      # every rank leaves together: none tears its connections down while a peer uses them
 
 
 def _truncate_metrics(path, step):
@@ -145,7 +150,8 @@ class StopFlag:
         if self.stop:
             raise KeyboardInterrupt
         self.stop = True
-        print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+        print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)",
+              file=sys.stderr)
 
     def restore(self):
         signal.signal(signal.SIGINT, self.old)

@@ -10,89 +10,91 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
-from data import PRECISIONS
 from grpo import ADVANTAGE_MODES, AGGREGATIONS
+from precision import PRECISIONS
+
+
+def flag(default, help):
+    """A field of Config: its default and the help line --help and the flags table print."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class Config:
     # model and data
-    model: str = field(default="", metadata={"help": "model directory or hub id; empty: the built-in tiny model"})
-    data: str = field(default="", metadata={"help": "training JSONL; empty: the built-in addition task"})
-    train_problems: int = field(default=0, metadata={"help": "use only the first N training problems; 0: all"})
-    eval_data: str = field(default="", metadata={"help": "held-out JSONL; default: built-in held-out split"})
-    problem_field: str = field(default="", metadata={"help": "problem field; empty: 'problem', else 'question'"})
-    answer_field: str = field(default="answer", metadata={"help": "answer field (GSM8K's '#### N' is understood)"})
-    template: str = field(default="auto", metadata={"help": "auto|chat|plain|raw (see build_prompts)"})
-    max_prompt_tokens: int = field(default=1024, metadata={"help": "longer prompts are left out, with a count"})
-    out_dir: str = field(default="runs/default", metadata={"help": "metrics, config, checkpoint, final model"})
-    cache_dir: str = field(default=".cache", metadata={"help": "where the tiny model and its warm start live"})
+    model: str = flag("", "model directory or hub id; empty: the built-in tiny model")
+    data: str = flag("", "training JSONL; empty: the built-in addition task")
+    train_problems: int = flag(0, "use only the first N training problems; 0: all")
+    eval_data: str = flag("", "held-out JSONL; default: built-in held-out split")
+    problem_field: str = flag("", "problem field; empty: 'problem', else 'question'")
+    answer_field: str = flag("answer", "answer field (GSM8K's '#### N' is understood)")
+    template: str = flag("auto", "auto|chat|plain|raw (see build_prompts)")
+    max_prompt_tokens: int = flag(1024, "longer prompts are left out, with a count")
+    out_dir: str = flag("runs/default", "metrics, config, checkpoint, final model")
+    cache_dir: str = flag(".cache", "where the tiny model and its warm start live")
     # algorithm
-    loss: str = field(default="grpo", metadata={"help": "grpo, or dpo: online DPO on 2-rollout pairs"})
-    group_size: int = field(default=2, metadata={"help": "G, rollouts per prompt"})
-    prompts_per_step: int = field(default=128, metadata={"help": "P, prompts per step (over all ranks)"})
-    steps: int = field(default=1200, metadata={"help": "optimizer steps (each on P * G fresh rollouts)"})
-    num_iterations: int = field(default=1, metadata={"help": "policy updates per rollout batch (mu)"})
-    advantage: str = field(default="group", metadata={"help": "group | center | batch (grpo.group_advantages)"})
-    aggregation: str = field(default="seq_mean", metadata={"help": "seq_mean | token_mean | seq_sum (grpo.grpo_loss)"})
-    eps_low: float = field(default=0.2, metadata={"help": "clip range below 1"})
-    eps_high: float = field(default=0.28, metadata={"help": "clip range above 1 (0.28: the paper's)"})
-    beta: float = field(default=0.0, metadata={"help": "KL weight; a reference model is loaded only if > 0"})
-    dpo_beta: float = field(default=0.1, metadata={"help": "beta of the DPO loss"})
-    dpo_ref: str = field(default="initial", metadata={"help": "DPO reference: initial (frozen copy) or old (sampler)"})
-    skip_ties: bool = field(default=True, metadata={"help": "do not run zero-advantage rollouts through the "
-                                                            "backward (a pure speed-up: same loss and gradient)"})
-    filter_ties: bool = field(default=False, metadata={"help": "DAPO's filter: average the loss over informative "
-                                                               "groups only (scales the step by 1/(1 - ties))"})
-    resample: str = field(default="off", metadata={"help": "2-GRPO+RS: where pairs tie, draw more groups: off | "
-                                                           "fresh (the data stream's next prompts) | same (the tied prompts again)"})
-    resample_budget: float = field(default=7.0, metadata={"help": "--resample's extra rollouts per step at most, as "
-                                                                  "a multiple of P * G (7: 16-GRPO's at G = 2, the "
-                                                                  "paper's cap)"})
+    loss: str = flag("grpo", "grpo, or dpo: online DPO on 2-rollout pairs")
+    group_size: int = flag(2, "G, rollouts per prompt")
+    prompts_per_step: int = flag(128, "P, prompts per step (over all ranks)")
+    steps: int = flag(1200, "optimizer steps (each on P * G fresh rollouts)")
+    num_iterations: int = flag(1, "policy updates per rollout batch (mu)")
+    advantage: str = flag("group", "group | center | batch (grpo.group_advantages)")
+    aggregation: str = flag("seq_mean", "seq_mean | token_mean | seq_sum (grpo.grpo_loss)")
+    eps_low: float = flag(0.2, "clip range below 1")
+    eps_high: float = flag(0.28, "clip range above 1 (0.28: the paper's)")
+    beta: float = flag(0.0, "KL weight; a reference model is loaded only if > 0")
+    dpo_beta: float = flag(0.1, "beta of the DPO loss")
+    dpo_ref: str = flag("initial", "DPO reference: initial (frozen copy) or old (sampler)")
+    skip_ties: bool = flag(True, "do not run zero-advantage rollouts through the backward (a pure speed-up: "
+                           "same loss and gradient)")
+    filter_ties: bool = flag(False, "DAPO's filter: average the loss over informative groups only (scales "
+                             "the step by 1/(1 - ties))")
+    resample: str = flag("off", "2-GRPO+RS: where pairs tie, draw more groups: off | fresh (the data "
+                         "stream's next prompts) | same (the tied prompts again)")
+    resample_budget: float = flag(7.0, "--resample's extra rollouts per step at most, as a multiple of P * G "
+                                  "(7: 16-GRPO's at G = 2, the paper's cap)")
     # sampling
-    max_new_tokens: int = field(default=0, metadata={"help": "completion length cap; 0: 8 built-in, 1024 with --data"})
-    temperature: float = field(default=1.0, metadata={"help": "rollout temperature"})
-    top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling; 1: off"})
-    top_k: int = field(default=0, metadata={"help": "rollout top-k sampling; 0: off"})
-    compile: bool = field(default=False, metadata={"help": "sample with the compiled decode path (rollout.py; CUDA "
-                                                           "graphs on CUDA): same sampling, the first steps compile"})
+    max_new_tokens: int = flag(0, "completion length cap; 0: 8 built-in, 1024 with --data")
+    temperature: float = flag(1.0, "rollout temperature")
+    top_p: float = flag(1.0, "rollout nucleus sampling; 1: off")
+    top_k: int = flag(0, "rollout top-k sampling; 0: off")
+    compile: bool = flag(False, "sample with the compiled decode path (kv_cache.py; CUDA graphs on CUDA): "
+                         "same sampling, the first steps compile")
     # optimization
-    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate (for the tiny model; ~1e-6 for 1B+)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps"})
-    schedule: str = field(default="constant", metadata={"help": "constant | cosine | linear after warm-up"})
-    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 disables"})
-    micro_batch_size: int = field(default=256, metadata={"help": "sequences per forward/backward"})
-    rollout_batch_size: int = field(default=0, metadata={"help": "max sequences sampled together; 0: all"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward"})
-    fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard weights, gradients and optimizer "
-                                                        "state across ranks (FSDP2) instead of DDP"})
-    cpu_offload: bool = field(default=False, metadata={"help": "FSDP2's CPU offload: weights, gradients and AdamW "
-                                                               "state in host memory, a layer at a time on the GPU "
-                                                               "(one GPU needs no torchrun)"})
-    logprob_chunk: int = field(default=0, metadata={"help": "positions per log-softmax chunk; 0: all at once"})
-    dtype: str = field(default="auto", metadata={"help": "auto (mixed on CUDA, else float32) | float32 | mixed (fp32 "
-                                                          "weights, bf16 autocast) | bfloat16 (data.precision)"})
-    seed: int = field(default=0, metadata={"help": "seeds the warm start, data order and sampling"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    lr: float = flag(2e-4, "AdamW learning rate (for the tiny model; ~1e-6 for 1B+)")
+    weight_decay: float = flag(0.0, "AdamW weight decay")
+    warmup_steps: int = flag(0, "linear warm-up steps")
+    schedule: str = flag("constant", "constant | cosine | linear after warm-up")
+    grad_clip: float = flag(1.0, "max gradient norm; 0 disables")
+    micro_batch_size: int = flag(256, "sequences per forward/backward")
+    rollout_batch_size: int = flag(0, "max sequences sampled together; 0: all")
+    gradient_checkpointing: bool = flag(False, "recompute activations in the backward")
+    fsdp: bool = flag(False, "under torchrun: shard weights, gradients and optimizer state across ranks "
+                      "(FSDP2) instead of DDP")
+    cpu_offload: bool = flag(False, "FSDP2's CPU offload: weights, gradients and AdamW state in host memory, "
+                             "a layer at a time on the GPU (one GPU needs no torchrun)")
+    logprob_chunk: int = flag(0, "positions per log-softmax chunk; 0: all at once")
+    dtype: str = flag("auto", "auto (mixed on CUDA, else float32) | float32 | mixed (fp32 weights, bf16 "
+                      "autocast) | bfloat16 (precision.py)")
+    seed: int = flag(0, "seeds the warm start, data order and sampling")
+    device: str = flag("auto", "auto | cpu | cuda | cuda:N")
     # evaluation, logging, checkpoints
-    eval_every: int = field(default=200, metadata={"help": "held-out evaluation every N steps; 0: start and end only"})
-    eval_problems: int = field(default=500, metadata={"help": "held-out problems evaluated (first N)"})
-    eval_samples: int = field(default=1, metadata={"help": "k; 1 with eval_temperature 0 is greedy accuracy"})
-    eval_temperature: float = field(default=0.0, metadata={"help": "held-out sampling temperature; 0: greedy"})
-    eval_top_p: float = field(default=1.0, metadata={"help": "held-out nucleus sampling (the paper: 0.8)"})
-    eval_top_k: int = field(default=0, metadata={"help": "held-out top-k sampling (the paper: 20)"})
-    save_every: int = field(default=200, metadata={"help": "checkpoint every N steps (and at the end)"})
-    resume: bool = field(default=False, metadata={"help": "continue from out_dir/checkpoint.pt"})
-    warm_start_target: float = field(default=0.2, metadata={"help": "built-in task: supervised warm start "
-                                                           "until validation accuracy passes this"})
-    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    eval_every: int = flag(200, "held-out evaluation every N steps; 0: start and end only")
+    eval_problems: int = flag(500, "held-out problems evaluated (first N)")
+    eval_samples: int = flag(1, "k; 1 with eval_temperature 0 is greedy accuracy")
+    eval_temperature: float = flag(0.0, "held-out sampling temperature; 0: greedy")
+    eval_top_p: float = flag(1.0, "held-out nucleus sampling (the paper: 0.8)")
+    eval_top_k: int = flag(0, "held-out top-k sampling (the paper: 20)")
+    save_every: int = flag(200, "checkpoint every N steps (and at the end)")
+    resume: bool = flag(False, "continue from out_dir/checkpoint.pt")
+    warm_start_target: float = flag(0.2, "built-in task: supervised warm start until validation accuracy "
+                                    "passes this")
+    progress: bool = flag(True, "show progress bars")
     # memory planning (plan.py)
-    plan: bool = field(default=False, metadata={"help": "print the memory the run needs at its peak (config.json "
-                                                        "only, no weights) and exit"})
-    gpu_memory: float = field(default=0.0, metadata={"help": "GiB of the card: --plan says whether the run fits "
-                                                             "and which flags would make it fit",
-                                                     "type": "positive"})
+    plan: bool = flag(False, "print the memory the run needs at its peak (config.json only, no weights) and "
+                      "exit")
+    gpu_memory: float = field(default=0.0, metadata={"type": "positive", "help": "GiB of the card: --plan "
+                                                     "says whether the run fits and which flags make it fit"})
 
 
 CHOICES = {"loss": ("grpo", "dpo"), "advantage": ADVANTAGE_MODES, "aggregation": AGGREGATIONS,
@@ -102,7 +104,8 @@ CHOICES = {"loss": ("grpo", "dpo"), "advantage": ADVANTAGE_MODES, "aggregation":
 
 def parse_args(argv=None, description=None):
     """argparse over Config: every field is a --flag with its default; booleans take --x / --no-x."""
-    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         helptext = f.metadata.get("help", "") + f" (default: {f.default!r})"
@@ -128,16 +131,20 @@ def positive(text):
 
 
 # the range of every number: (test, what the error says)
-AT_LEAST_0, AT_LEAST_1, ABOVE_0 = (lambda x: x >= 0, ">= 0"), (lambda x: x >= 1, ">= 1"), (lambda x: x > 0, "> 0")
+AT_LEAST_0 = (lambda x: x >= 0, ">= 0")
+AT_LEAST_1 = (lambda x: x >= 1, ">= 1")
+ABOVE_0 = (lambda x: x > 0, "> 0")
 IN_0_1 = (lambda x: 0 < x <= 1, "in (0, 1]")
 RANGES = {"train_problems": AT_LEAST_0, "max_prompt_tokens": AT_LEAST_1,
           "prompts_per_step": AT_LEAST_1, "steps": AT_LEAST_1, "num_iterations": AT_LEAST_1,
           "eps_low": (lambda x: 0 <= x < 1, "in [0, 1)"), "eps_high": AT_LEAST_0, "beta": AT_LEAST_0,
           "dpo_beta": ABOVE_0, "resample_budget": AT_LEAST_0, "max_new_tokens": AT_LEAST_0,
-          "top_p": IN_0_1, "top_k": AT_LEAST_0, "lr": ABOVE_0, "weight_decay": AT_LEAST_0, "warmup_steps": AT_LEAST_0,
+          "top_p": IN_0_1, "top_k": AT_LEAST_0, "lr": ABOVE_0, "weight_decay": AT_LEAST_0,
+          "warmup_steps": AT_LEAST_0,
           "grad_clip": AT_LEAST_0, "micro_batch_size": AT_LEAST_1, "rollout_batch_size": AT_LEAST_0,
           "logprob_chunk": AT_LEAST_0, "eval_every": AT_LEAST_0, "eval_problems": AT_LEAST_0,
-          "eval_samples": AT_LEAST_1, "eval_temperature": AT_LEAST_0, "eval_top_p": IN_0_1, "eval_top_k": AT_LEAST_0,
+          "eval_samples": AT_LEAST_1, "eval_temperature": AT_LEAST_0, "eval_top_p": IN_0_1,
+          "eval_top_k": AT_LEAST_0,
           "save_every": AT_LEAST_1, "warm_start_target": (lambda x: 0 <= x < 1, "in [0, 1)")}
 
 
@@ -145,25 +152,27 @@ def check_config(cfg, world=1):
     """Refuse settings that cannot work, before anything is loaded: one line naming every problem."""
     problems = [f"--{k.replace('_', '-')} must be one of {', '.join(v)}" for k, v in CHOICES.items()
                 if getattr(cfg, k) not in v]
-    problems += [f"--{k.replace('_', '-')} {getattr(cfg, k)} must be {what}" for k, (ok, what) in RANGES.items()
-                 if not ok(getattr(cfg, k))]
+    problems += [f"--{k.replace('_', '-')} {getattr(cfg, k)} must be {what}"
+                 for k, (ok, what) in RANGES.items() if not ok(getattr(cfg, k))]
     if cfg.temperature < 0:
         problems.append(f"--temperature {cfg.temperature} must be > 0")
     if cfg.temperature == 0:
-        problems.append("--temperature 0 samples greedily: both rollouts of a prompt are the same, every pair ties "
-                        "and nothing is learned (use 1.0, the paper's; --eval-temperature 0 is greedy evaluation)")
+        problems.append("--temperature 0 samples greedily: both rollouts of a prompt are the same, every "
+                        "pair ties and nothing is learned (use 1.0, the paper's; --eval-temperature 0 is "
+                        "greedy evaluation)")
     if cfg.loss == "dpo" and cfg.group_size != 2:
         problems.append("--loss dpo trains on 2-rollout pairs: use --group-size 2")
     if cfg.group_size < 2:
-        problems.append(f"--group-size {cfg.group_size} must be at least 2 (advantages are relative to the group)")
+        problems.append(f"--group-size {cfg.group_size} must be at least 2 (advantages are relative to the "
+                        f"group)")
     if cfg.eval_samples > 1 and cfg.eval_temperature == 0:
         problems.append("--eval-samples > 1 needs --eval-temperature > 0 (greedy samples are identical)")
     if (cfg.data or cfg.eval_data) and not cfg.model:
         problems.append("--data / --eval-data need --model: the built-in tiny model knows only the built-in "
                         "addition task (an 18-token character vocabulary); pass a model directory or hub id")
     if cfg.compile and (cfg.fsdp or cfg.cpu_offload):
-        problems.append("--compile does not go with --fsdp or --cpu-offload (FSDP's hooks run inside the forward "
-                        "it would compile)")
+        problems.append("--compile does not go with --fsdp or --cpu-offload (FSDP's hooks run inside the "
+                        "forward it would compile)")
     if cfg.prompts_per_step % world:
         problems.append(f"--prompts-per-step {cfg.prompts_per_step} must divide by the {world} ranks")
     if problems:

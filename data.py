@@ -11,15 +11,13 @@ Chapter 4 of the tutorial.
     is neither on disk nor in the local cache.
 """
 
-import contextlib
 import json
 import logging
 import os
 import random
 import sys
 
-import torch
-
+from precision import DTYPES, precision
 from reward import gold_answer, last_boxed
 
 
@@ -71,7 +69,8 @@ def load_problems(path, problem_field="", answer_field="answer", log=None):
                         **({"id": str(row["id"])} if "id" in row else {})})
     if empty:
         (log or (lambda m: print(m, file=sys.stderr)))(
-            f"{path}: skipped {len(empty)} row(s) with an empty gold answer (line {', '.join(map(str, empty))})")
+            f"{path}: skipped {len(empty)} row(s) with an empty gold answer "
+            f"(line {', '.join(map(str, empty))})")
     if not out:
         raise DataError(f"{path}: no problems in file")
     return out
@@ -103,6 +102,12 @@ def tiny_task_problems(seed=1234):
     random.Random(seed).shuffle(pairs)
     probs = [{"problem": f"{a}+{b}=", "gold": str(a + b)} for a, b in pairs]
     return {"test": probs[:500], "val": probs[500:700], "train": probs[700:]}
+
+
+def completion_tokens(max_new_tokens, data=""):
+    """New tokens per completion: max_new_tokens, or when it is 0 the default of the task: 1024 for a
+    problem file, 8 for the built-in task ("\\boxed{" 3 digits "}" EOS)."""
+    return max_new_tokens or (1024 if data else 8)
 
 
 def problem_sets(data="", eval_data="", problem_field="", answer_field="answer"):
@@ -224,7 +229,8 @@ def load_model_config(name):
     config of an unknown architecture, each raise DataError with one line."""
     from transformers import AutoConfig
     if os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
-        raise DataError(f"--model {name}: a directory without config.json, not a Hugging Face model directory")
+        raise DataError(f"--model {name}: a directory without config.json, "
+                        f"not a Hugging Face model directory")
     if not os.path.isdir(name):
         from huggingface_hub import try_to_load_from_cache
         try:
@@ -240,28 +246,12 @@ def load_model_config(name):
     try:
         return AutoConfig.from_pretrained(name)
     except OSError as e:
-        raise DataError(f"--model {name}: neither a local model directory nor in the local Hugging Face cache, "
-                        f"and it could not be downloaded ({str(e).splitlines()[0]})") from None
+        raise DataError(f"--model {name}: neither a local model directory nor in the local Hugging Face "
+                        f"cache, and it could not be downloaded ({str(e).splitlines()[0]})") from None
     except (ValueError, KeyError) as e:
         raise DataError(f"--model {name}: unknown architecture ({str(e).splitlines()[0]})") from None
     finally:
         hub_log.setLevel(level)
-
-
-# --dtype: the weights' dtype and whether the forward runs under bf16 autocast ("mixed precision")
-#   float32:  fp32 weights, fp32 compute                      (the default on a CPU: auto)
-#   mixed:    fp32 weights, bf16 autocast: matmuls in bf16,  (the default on CUDA: auto; selectable on
-#             norms, softmax and the residual stream in fp32   a CPU, so tests and benchmarks run it)
-#   bfloat16: bf16 weights, bf16 compute, no autocast
-PRECISIONS = ("auto", "float32", "mixed", "bfloat16")
-DTYPES = {"float32": torch.float32, "mixed": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def precision(dtype, device):
-    """--dtype as it runs on `device`: "auto" is "mixed" on CUDA and "float32" elsewhere."""
-    if dtype == "auto":
-        return "mixed" if torch.device(device).type == "cuda" else "float32"
-    return dtype
 
 
 def load_model_and_tokenizer(name, device="cpu", dtype="auto", gradient_checkpointing=False):
@@ -271,17 +261,10 @@ def load_model_and_tokenizer(name, device="cpu", dtype="auto", gradient_checkpoi
     from transformers import AutoModelForCausalLM, AutoTokenizer
     load_model_config(name)                                     # a clear error before any weights
     model = AutoModelForCausalLM.from_pretrained(name, dtype=DTYPES[precision(dtype, device)]).to(device)
-    if gradient_checkpointing:   # transformers 5 renamed it activation_checkpointing_enable; 4.x has the old name
+    if gradient_checkpointing:   # transformers 5 calls it activation_checkpointing_enable; 4.x the old name
         (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     tok = AutoTokenizer.from_pretrained(name)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok
 
-
-def autocast(device, dtype="auto"):
-    """The context every forward pass of a run goes through: bf16 autocast under mixed precision
-    (see precision), nothing otherwise."""
-    if precision(dtype, device) == "mixed":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()

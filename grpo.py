@@ -14,6 +14,8 @@ objective, and that with G = 2 it is exactly online DPO; the derivation is at th
 and tests/test_grpo.py proves it numerically.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -57,7 +59,35 @@ def group_advantages(rewards, group_size, mode="group", eps=1e-6):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 2. Per-token log-probs from logits
+# 2. Which groups carry a gradient
+# ---------------------------------------------------------------------------------------------------
+# A group whose rewards are all equal has A = 0 for every rollout: no gradient. With 0/1 rewards and a
+# prompt of pass rate p, G rollouts all tie with probability p^G + (1 - p)^G, so a group is informative
+# with probability 1 - p^G - (1 - p)^G: for G = 2, 2 p (1 - p), at most 1/2. train.py skips tied rows
+# and logs the tie share, resample.py replaces tied pairs, eval.py estimates the share for a model.
+def informative_groups(rewards, group_size):
+    """(P,) True for the groups whose rewards are not all equal.  rewards: (P*G,), groups contiguous."""
+    g = rewards.view(-1, group_size)                                          # (P, G)
+    return (g != g[:, :1]).any(1)
+
+
+def tie_probability(p, group_size):
+    """P(all G rewards equal) for a prompt of pass rate p:  p^G + (1 - p)^G."""
+    return p ** group_size + (1 - p) ** group_size
+
+
+def informative_share(k, c, group_size):
+    """The expected share of informative groups of G rollouts, 1 - p^G - (1 - p)^G, estimated for a
+    problem with c of k samples right. For G <= k, P(all G right) is estimated without bias by
+    C(c, G) / C(k, G) (G of the k samples drawn without replacement, as in pass@k). For G > k the k
+    samples cannot say: the share only grows with G, so the estimate at G = k is returned, a lower
+    bound."""
+    G = min(group_size, k)
+    return 1.0 - (math.comb(c, G) + math.comb(k - c, G)) / math.comb(k, G)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Per-token log-probs from logits
 # ---------------------------------------------------------------------------------------------------
 def token_logprobs(logits, tokens, temperature=1.0, chunk_size=None):
     """log pi(token_t | context) for given tokens, without a full (B, T, V) log-softmax copy.
@@ -96,7 +126,7 @@ def masked_mean(x, mask, dim=None):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 3. The clipped surrogate objective (PPO-style), with optional KL to a reference policy
+# 4. The clipped surrogate objective (PPO-style), with optional KL to a reference policy
 # ---------------------------------------------------------------------------------------------------
 def kl_k3(logp, ref_logp):
     """Per-token k3 estimator of KL(pi || pi_ref) (Schulman 2020), evaluated on samples from pi.
@@ -175,7 +205,7 @@ def aggregation_weight(mask, aggregation):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 4. DPO, and turning 2-rollout groups into preference pairs
+# 5. DPO, and turning 2-rollout groups into preference pairs
 # ---------------------------------------------------------------------------------------------------
 def dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, beta=0.1):
     """DPO loss, sigmoid form (Rafailov et al. 2023, eq. 7), averaged over pairs.
@@ -211,7 +241,7 @@ def preference_pairs(rewards, group_size=2):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 5. Why 2-GRPO is DPO (the derivation; tests/test_grpo.py checks every line of it)
+# 6. Why 2-GRPO is DPO (the derivation; tests/test_grpo.py checks every line of it)
 # ---------------------------------------------------------------------------------------------------
 # (1) Advantages. G = 2, rewards r1 != r2, mean m = (r1 + r2)/2, population std s = |r1 - r2|/2.
 #     A1 = (r1 - m)/s = (r1 - r2)/|r1 - r2| = +-1, A2 = -A1. So the winner o+ has A = +1 and the loser

@@ -21,7 +21,7 @@ MAX_DEPTH = 40                   # nesting depth of brackets / operators in the 
 MAX_DIGITS = 5_000               # an exact number with more digits is refused
 MAX_EXPONENT = 10_000            # |n| in x^n when n is a number
 MAX_FACTORIAL = 1_000            # n in n!, and in \binom{n}{k}
-DEFAULT_TIMEOUT = 1.0            # seconds for one is_equiv call
+DEFAULT_TIMEOUT = 1.0            # seconds for one reward.is_equiv call
 
 
 class Refused(Exception):
@@ -146,8 +146,8 @@ class _Parser:
         if kind in ("num", "var"):
             return True
         if kind == "cmd":
-            return val in ("frac", "sqrt", "pi", "infty", "binom", "lfloor", "lceil") or val in _FUNCS or val in _GREEK \
-                or val in _MULTI
+            return (val in ("frac", "sqrt", "pi", "infty", "binom", "lfloor", "lceil") or val in _FUNCS
+                    or val in _GREEK or val in _MULTI)
         return kind == "p" and val in ("(", "{", "[")
 
     def term(self):
@@ -321,7 +321,8 @@ _MULTI = {"min": sympy.Min, "max": sympy.Max,
 def _binomial(n, k):
     """C(n, k): exact for integers up to MAX_FACTORIAL; with a symbolic n and a small integer k, the
     polynomial n (n - 1) ... (n - k + 1) / k!."""
-    if not (k.is_Integer and 0 <= k <= MAX_FACTORIAL) or (n.is_Number and not (n.is_Integer and 0 <= n <= MAX_FACTORIAL)):
+    small = (lambda x: x.is_Integer and 0 <= x <= MAX_FACTORIAL)
+    if not small(k) or (n.is_Number and not small(n)):
         raise Refused("unsupported binomial")
     if n.is_Integer:
         return sympy.binomial(n, k)
@@ -338,7 +339,7 @@ def parse_expression(s):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Deciding equality of two sympy expressions
+# A hard time limit for sympy's work (reward.py compares the parsed expressions under it)
 # ---------------------------------------------------------------------------------------------------
 class _Timeout(Exception):
     pass

@@ -103,7 +103,7 @@ def wrap(model, fsdp=False, device=None, compute_dtype=None, cpu_offload=False):
             raise SystemExit("error: --fsdp shards the model across processes: launch with torchrun "
                              "--nproc_per_node N (N >= 2)")
         return shard_model(model, compute_dtype, offload=cpu_offload,
-                           pin_memory=device is None or device.type == "cuda")   # pinning needs an accelerator
+                           pin_memory=device is None or device.type == "cuda")   # pinning needs a GPU
     if world == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -125,12 +125,17 @@ def shard_model(model, compute_dtype=None, pin_memory=True, offload=False):
               } if compute_dtype else {}
     if offload:
         kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=pin_memory)
-    layer_classes = set(getattr(model, "_no_split_modules", None) or [])   # e.g. {"Qwen2DecoderLayer"}
-    for module in model.modules():
-        if type(module).__name__ in layer_classes:
-            fully_shard(module, **kwargs)
+    for layer in decoder_layers(model):
+        fully_shard(layer, **kwargs)
     fully_shard(model, **kwargs)
     return model
+
+
+def decoder_layers(model):
+    """The model's decoder layers, the unit FSDP2 shards and offloads (the classes a Hugging Face model
+    names in _no_split_modules, e.g. Qwen2DecoderLayer)."""
+    layer_classes = set(getattr(model, "_no_split_modules", None) or [])
+    return [m for m in model.modules() if type(m).__name__ in layer_classes]
 
 
 def unwrap(model):
@@ -178,7 +183,8 @@ def full_state_dicts(model, optimizer):
     gathered (a collective, every rank must call) onto rank 0's CPU; other ranks get empty dicts."""
     if not is_sharded(model):
         return unwrap(model).state_dict(), optimizer.state_dict() if optimizer is not None else None
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return (get_model_state_dict(model, options=options),
             get_optimizer_state_dict(model, optimizer, options=options) if optimizer is not None else None)

@@ -18,6 +18,11 @@ the second micro-batch on), or sampling (with the gradients of the last update).
 
 import torch
 
+from data import completion_tokens
+from kv_cache import fixed_cache_length
+from parallel import decoder_layers
+from precision import precision
+
 GiB = 2 ** 30
 # Bytes per token per decoder layer that autograd keeps for the backward pass, for a Qwen2/Llama
 # layer (RMSNorm, GQA attention with rotary embeddings and a fused SDPA kernel, SwiGLU MLP), counted
@@ -39,8 +44,7 @@ def shape(config):
         model = AutoModelForCausalLM.from_config(config)
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    layer_classes = set(getattr(model, "_no_split_modules", None) or [])   # e.g. {"Qwen2DecoderLayer"}
-    layer = next((m for m in model.modules() if type(m).__name__ in layer_classes), None)
+    layer = next(iter(decoder_layers(model)), None)                 # one decoder layer (as FSDP2 shards)
     return {"N": sum(p.numel() for p in model.parameters()), "L": config.num_hidden_layers,
             "h": config.hidden_size, "I": config.intermediate_size, "V": config.vocab_size,
             "kv": getattr(config, "num_key_value_heads", heads) * head_dim,
@@ -72,7 +76,6 @@ def logit_bytes(s, a, b, T, chunk):
 def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     """[(part, bytes)] of one rank at the run's peak, then the total. cfg: a config.Config (its flags),
     s: shape(config). prompt_tokens: the longest prompt (default cfg.max_prompt_tokens)."""
-    from data import precision
     cuda = device == "cuda"
     mode = precision(cfg.dtype, device)                          # float32 | mixed | bfloat16
     w = 2 if mode == "bfloat16" else 4
@@ -80,7 +83,7 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     N, L, V = s["N"], s["L"], s["V"]
     shard = world if cfg.fsdp or cfg.cpu_offload else 1
     offload = cfg.cpu_offload and cuda  # the state in host memory (host_bytes), not on the GPU
-    T = cfg.max_new_tokens or (1024 if cfg.data else 8)          # as train.setup chooses
+    T = completion_tokens(cfg.max_new_tokens, cfg.data)
     S = (prompt_tokens or cfg.max_prompt_tokens) + T
     rows_per_rank = cfg.prompts_per_step * cfg.group_size // world
     b = min(cfg.micro_batch_size, rows_per_rank)
@@ -107,8 +110,8 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
         train.append(("--cpu-offload: embeddings/head + 2 layers' weights and gradients ((N_root + 2 N_layer)(a + 4))",
                       (root + 2 * s["N_layer"]) * (a + 4)))
     kv_cache = ("KV cache of one rollout micro-batch (R S 2 L kv a)", R * S * 2 * L * s["kv"] * a)
-    if cfg.compile:         # rollout.CompiledDecoder keeps its fixed cache (S rounded up to 256) between calls,
-        S_fixed = -(-S // 256) * 256  # and CUDA graphs keep their memory pool: both there while training too
+    if cfg.compile:         # kv_cache.CompiledDecoder keeps its fixed cache (S rounded up to 256) between calls,
+        S_fixed = fixed_cache_length(S)  # and CUDA graphs keep their memory pool: both there while training too
         parts.append(("--compile: fixed KV cache, kept (R S' 2 L kv a, S' = S up to 256)",
                       R * S_fixed * 2 * L * s["kv"] * a))
         kv_cache = ("--compile: the prompts' KV cache, copied into it (R P 2 L kv a, P prompt tokens)",
@@ -118,7 +121,7 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     sampling = [grads] * bool(grads) + [kv_cache, ("sampling logits (R V x 3 fp32)", R * V * 4 * 3)]
     if cfg.fsdp or offload:  # parallel.full_weights: the whole model, gathered for decoding
         sampling.append(("whole weights gathered for sampling (N x 2 bytes)", N * (2 if mode == "mixed" else w)))
-    elif mode == "mixed":    # rollout.weights_in_compute_dtype: bf16 copies of the Linear weights while sampling,
+    elif mode == "mixed":    # precision.weights_in_compute_dtype: bf16 copies of the Linear weights while sampling,
         copy = ("Linear weights in bf16 for sampling (N_linear x 2 bytes)", s["N_linear"] * 2)   # kept with --compile
         (parts if cfg.compile else sampling).append(copy)
     peak_phase = train if sum(x for _, x in train) >= sum(x for _, x in sampling) else sampling

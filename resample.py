@@ -15,20 +15,14 @@ import math
 
 import torch
 
+from grpo import informative_groups
 from rollout import cat_rollouts, take_rows
 
 
-def informative(r, group_size):
-    """(P,) True for the groups whose rewards are not all equal (a nonzero advantage somewhere).
-    r: (P*G,) rewards, groups contiguous."""
-    g = r.view(-1, group_size)                                               # (P, G)
-    return (g != g[:, :1]).any(1)
-
-
-def resample_ties(problems, ro, r, draw, upcoming, group_size, mode="fresh", budget=7.0, pad_token_id=0):
+def resample_ties(problems, rollout, r, draw, upcoming, group_size, mode="fresh", budget=7.0, pad_token_id=0):
     """Top a step up to len(problems) informative groups.
 
-    problems, ro, r: the step's P prompts, their Rollout (P*G rows) and rewards (P*G,)
+    problems, rollout, r: the step's P prompts, their Rollout (P*G rows) and rewards (P*G,)
     draw(problems) -> (Rollout, rewards) samples and scores G completions of each given problem
     upcoming(n) -> the data stream's next n problems (mode "fresh"; each call takes new ones)
     mode: "fresh" draws the stream's next prompts, "same" the tied prompts of the last round again
@@ -38,28 +32,35 @@ def resample_ties(problems, ro, r, draw, upcoming, group_size, mode="fresh", bud
     groups drawn, the informative groups in the batch and the extra rollouts.
     """
     P, G = len(problems), group_size
-    pool = [(problems, ro, r)]                                       # every draw: (problems, Rollout, r)
-    n_inf = int(informative(r, G).sum())
+    pool = [(problems, rollout, r)]                                 # every draw: (problems, Rollout, r)
+    n_inf = int(informative_groups(r, G).sum())
     cap, extra_groups = int(budget * P), 0
     while n_inf < P and extra_groups < cap:
         if mode == "same":
             last_problems, _, last_r = pool[-1]
-            tied = (~informative(last_r, G)).tolist()
+            tied = (~informative_groups(last_r, G)).tolist()
             new = [p for p, t in zip(last_problems, tied) if t][:cap - extra_groups]
         else:   # as many fresh prompts as the informative share so far says are needed (at least 1 in 4)
             share = max(n_inf / (P + extra_groups), 0.25)
             new = upcoming(min(math.ceil((P - n_inf) / share), cap - extra_groups))
-        new_ro, new_r = draw(new)
-        pool.append((new, new_ro, new_r))
+        new_rollout, new_r = draw(new)
+        pool.append((new, new_rollout, new_r))
         extra_groups += len(new)
-        n_inf += int(informative(new_r, G).sum())
-    # the batch: informative groups first, in the order drawn, then the first draw's ties, P in all:
-    # (draw k, group g) pairs
-    picked = [(k, g) for k, (_, _, rk) in enumerate(pool) for g in informative(rk, G).nonzero().squeeze(1).tolist()]
-    picked = (picked + [(0, g) for g in (~informative(r, G)).nonzero().squeeze(1).tolist()])[:P]
-    groups_of = [[g for k2, g in picked if k2 == k] for k in range(len(pool))]          # per draw, in order
-    parts = [take_rows(pool[k][1], [g * G + j for g in gs for j in range(G)]) for k, gs in enumerate(groups_of) if gs]
-    out_problems = [pool[k][0][g] for k, gs in enumerate(groups_of) for g in gs]
-    out_r = torch.cat([pool[k][2].view(-1, G)[gs].reshape(-1) for k, gs in enumerate(groups_of) if gs])
-    stats = {"pairs_drawn": P + extra_groups, "informative_pairs": min(n_inf, P), "extra_rollouts": extra_groups * G}
-    return out_problems, cat_rollouts(parts, pad_token_id), out_r, stats
+        n_inf += int(informative_groups(new_r, G).sum())
+    # the batch: the first P informative groups, in the order drawn, topped up with the first draw's ties
+    keep = [informative_groups(rk, G).nonzero().squeeze(1).tolist() for _, _, rk in pool]    # per draw
+    room = P
+    for k in range(len(pool)):
+        keep[k] = keep[k][:room]
+        room -= len(keep[k])
+    keep[0] += (~informative_groups(r, G)).nonzero().squeeze(1).tolist()[:room]
+    out_problems, parts, out_r = [], [], []
+    for (draw_problems, draw_rollout, draw_r), groups in zip(pool, keep):
+        if groups:
+            out_problems += [draw_problems[g] for g in groups]
+            rows = [g * G + j for g in groups for j in range(G)]                  # the G rows of each group
+            parts.append(take_rows(draw_rollout, rows))
+            out_r.append(draw_r.view(-1, G)[groups].reshape(-1))
+    stats = {"pairs_drawn": P + extra_groups, "informative_pairs": min(n_inf, P),
+             "extra_rollouts": extra_groups * G}
+    return out_problems, cat_rollouts(parts, pad_token_id), torch.cat(out_r), stats

@@ -26,8 +26,9 @@ TINY_VOCAB = ["<pad>", "<eos>", "<bos>", "<unk>"] + list("0123456789+=}") + ["\\
 def tiny_model_config():
     """A ~0.5M-parameter Qwen2: 2 layers, hidden 128, a vocabulary of 18 tokens."""
     from transformers import Qwen2Config
-    return Qwen2Config(vocab_size=len(TINY_VOCAB), hidden_size=128, intermediate_size=512, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+    return Qwen2Config(vocab_size=len(TINY_VOCAB), hidden_size=128, intermediate_size=512,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                       max_position_embeddings=64,
                        tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=2)
 
 
@@ -80,7 +81,8 @@ def warm_start(model, tok, problems, target, seed, device, log):
             model.train()
             if acc > target:
                 break
-    log(f"warm start: {step} supervised steps, validation accuracy {acc:.1%} ({time.perf_counter() - t0:.0f} s)")
+    log(f"warm start: {step} supervised steps, validation accuracy {acc:.1%} "
+        f"({time.perf_counter() - t0:.0f} s)")
     model.eval()
 
 

@@ -16,7 +16,7 @@ The GRPO variant this file trains, by default (each is a flag):
   4. no KL penalty and no reference model unless --beta > 0;
   5. zero-advantage rollouts (groups whose rewards all tie) are skipped before the backward pass:
      they carry no gradient (--skip-ties);
-  6. G = 2 is online DPO: grpo.py section 5 derives it, --loss dpo trains the DPO loss on the same pairs.
+  6. G = 2 is online DPO: grpo.py section 6 derives it, --loss dpo trains the DPO loss on the same pairs.
 
 With no --model and no --data the built-in tiny model (tiny_model.py) learns 2-digit addition.
 """
@@ -34,11 +34,13 @@ import parallel
 import plan
 from checkpoint import StopFlag, append_metrics, save_checkpoint, save_final, start_or_resume
 from config import check_config, parse_args
-from data import (DataError, autocast, load_model_and_tokenizer, precision, problem_sets, prompt_sets, prompts_for_step,
-                  upcoming_prompts)
+from data import (DataError, completion_tokens, load_model_and_tokenizer, problem_sets, prompt_sets,
+                  prompts_for_step, upcoming_prompts)
 from eval import shared_accuracy
-from grpo import aggregation_weight, dpo_loss, group_advantages, grpo_loss, preference_pairs
-from resample import informative, resample_ties
+from grpo import (aggregation_weight, dpo_loss, group_advantages, grpo_loss, informative_groups,
+                  preference_pairs, tie_probability)
+from precision import autocast, precision
+from resample import resample_ties
 from reward import rewards
 from rollout import left_pad, sample, sequence_logprobs, stop_token_ids
 from tiny_model import builtin_model_dir
@@ -70,8 +72,8 @@ class Batch:
 @dataclass
 class Run:
     """What the loop carries from step to step."""
-    model: torch.nn.Module           # the policy: samples, and holds the weights
-    train_model: torch.nn.Module     # the same model as the update runs it (DDP / FSDP2 under torchrun)
+    raw_model: torch.nn.Module       # the policy: samples, and holds the weights
+    model: torch.nn.Module           # the same model as the update runs it (DDP / FSDP2 under torchrun)
     ref_model: torch.nn.Module       # frozen copy (--beta > 0, or DPO's initial reference), else None
     optimizer: torch.optim.Optimizer
     tok: object                      # the tokenizer
@@ -99,14 +101,16 @@ def train_step(step, run, cfg):
     #    1 where the final answer equals the gold answer (reward.py), else 0; --resample draws more
     #    groups where pairs tie (resample.py)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step * 1_009 + rank)
-    with autocast(device, cfg.dtype), parallel.full_weights(run.model):   # FSDP: whole weights while sampling
-        ro, r = sample_groups(run, cfg, problems, gen)                                       # r: (P*G,)
-        first, drawn = r, {"pairs_drawn": len(problems), "extra_rollouts": 0}
+    # (under FSDP the whole weights are gathered once for the rollout: parallel.full_weights)
+    with autocast(device, cfg.dtype), parallel.full_weights(run.raw_model):
+        rollout, r = sample_groups(run, cfg, problems, gen)                                  # r: (P*G,)
+        first_r, drawn = r, {"pairs_drawn": len(problems), "extra_rollouts": 0}
         if cfg.resample != "off":     # refills: the stream's next prompts, which the next steps then skip
             take, taken = upcoming_prompts(run.data_pos + P, n_train, cfg.seed, rank, world)
-            problems, ro, r, drawn = resample_ties(problems, ro, r, lambda p: sample_groups(run, cfg, p, gen),
-                                                   lambda n: [run.train_set[i] for i in take(n)], G, cfg.resample,
-                                                   cfg.resample_budget, tok.pad_token_id)
+            problems, rollout, r, drawn = resample_ties(
+                problems, rollout, r, lambda p: sample_groups(run, cfg, p, gen),
+                lambda n: [run.train_set[i] for i in take(n)], G, cfg.resample, cfg.resample_budget,
+                tok.pad_token_id)
             run.data_pos += world * int(parallel.all_reduce(torch.tensor(len(taken)), "max"))
     run.data_pos += P
     t_rollout = time.perf_counter() - t0
@@ -115,52 +119,62 @@ def train_step(step, run, cfg):
     # 5. the batch the update reads: every row carries its prompt (and, if needed, reference log-probs)
     prompt_ids, prompt_mask, _ = left_pad([p["prompt_ids"] for p in problems], tok.pad_token_id, device)
     rows = torch.arange(len(problems), device=device).repeat_interleave(G)                   # (P*G,)
-    batch = Batch(prompt_ids[rows], prompt_mask[rows], ro.tokens, ro.mask, ro.logprobs, adv)
+    batch = Batch(prompt_ids[rows], prompt_mask[rows], rollout.tokens, rollout.mask, rollout.logprobs, adv)
     if cfg.beta > 0:
         batch.ref_logp = reference_logprobs(run.ref_model, batch, cfg)
     if cfg.loss == "dpo":
         batch.chosen, batch.rejected = preference_pairs(r, 2)
         if cfg.dpo_ref == "initial":
-            batch.ref_seq = (reference_logprobs(run.ref_model, batch, cfg) * ro.mask).sum(1)   # (P*G,)
+            batch.ref_seq = (reference_logprobs(run.ref_model, batch, cfg) * rollout.mask).sum(1)   # (P*G,)
     # 6. pi_old, the ratio's denominator, comes from the training forward, not from the sampler (whose
     #    one-token decode kernels round differently in bf16): with one update per batch it is the update's
     #    own log-probs, detached (ratio exactly 1); with more, one no-grad pass before the first update
     if cfg.num_iterations > 1:
-        batch.old_logp = old_logprobs(run.train_model, batch, cfg)
+        batch.old_logp = old_logprobs(run.model, batch, cfg)
         if cfg.loss == "dpo" and cfg.dpo_ref == "old":
-            batch.ref_seq = (batch.old_logp * ro.mask).sum(1)
+            batch.ref_seq = (batch.old_logp * rollout.mask).sum(1)
     # 7. the update: --num-iterations optimizer steps on these rollouts (1: on-policy)
     t1 = time.perf_counter()
-    updates = [policy_update(run.train_model, run.optimizer, batch, cfg) or {} for _ in range(cfg.num_iterations)]
+    updates = [policy_update(run.model, run.optimizer, batch, cfg) or {} for _ in range(cfg.num_iterations)]
     stats = dict(updates[-1])                          # the last update's statistics, and from the first:
     stats.update({k: v for k, v in updates[0].items() if k.startswith("sampler_gap")})   # |pi_old - sampler|
     if cfg.num_iterations > 1 and updates[0]:                                             # ratio 1, no clip
-        stats.update(ratio_mean_first_update=updates[0]["ratio_mean"], clip_frac_first_update=updates[0]["clip_frac"])
-    t_train = time.perf_counter() - t1
-    mean, total = parallel.mean_over_ranks, lambda x: int(parallel.all_reduce(torch.tensor(x)))
-    p = mean(first)                        # the policy's pass rate, read on the step's own P prompts
-    # the update's statistics (loss, clip_frac, ratio_mean, kl, grad_norm...), then the batch's own
-    return {**{k: v for k, v in stats.items() if k != "adv_mean"},
-            "step": step, "reward_mean": p, "accuracy": mean((first > 0).float()),
-            "adv_mean": adv.mean().item(), "adv_std": adv.std(unbiased=False).item(),
-            "tie_frac": mean((~informative(first, G)).float()), "tie_predicted": p ** G + (1 - p) ** G,
-            "informative_pairs": total(int(informative(r, G).sum())), "pairs_drawn": total(drawn["pairs_drawn"]),
-            "informative_share": total(int(informative(r, G).sum())) / P, "data_pos": run.data_pos,
-            "epoch": round(run.data_pos / n_train, 4),
-            "extra_rollouts": total(drawn["extra_rollouts"]), "response_len": mean(ro.lengths.float()),
-            "rollout_s": round(t_rollout, 4), "train_s": round(t_train, 4),
-            "tokens_per_s": round(ro.mask.sum().item() / max(t_rollout, 1e-9), 1),
+        stats.update(ratio_mean_first_update=updates[0]["ratio_mean"],
+                     clip_frac_first_update=updates[0]["clip_frac"])
+    times = {"rollout_s": round(t_rollout, 4), "train_s": round(time.perf_counter() - t1, 4),
+             "tokens_per_s": round(rollout.mask.sum().item() / max(t_rollout, 1e-9), 1)}
+    return {**{k: v for k, v in stats.items() if k != "adv_mean"}, "step": step,
+            **batch_metrics(run, cfg, first_r, r, adv, rollout, drawn), **times,
             "lr": run.optimizer.param_groups[0]["lr"], "step_s": round(time.perf_counter() - t0, 4)}
+
+
+def batch_metrics(run, cfg, first_r, r, adv, rollout, drawn):
+    """What the step's rollouts say, over all ranks: the pass rate on the step's own prompts (first_r,
+    the first draw's rewards), the tie share observed and predicted from it (grpo.tie_probability),
+    what --resample drew (r: the trained batch's rewards), where the data stream is."""
+    G, P = cfg.group_size, cfg.prompts_per_step
+    mean, total = parallel.mean_over_ranks, lambda x: int(parallel.all_reduce(torch.tensor(x)))
+    p = mean(first_r)                                                     # the policy's pass rate
+    trained_informative = total(int(informative_groups(r, G).sum()))
+    return {"reward_mean": p, "accuracy": mean((first_r > 0).float()),
+            "adv_mean": adv.mean().item(), "adv_std": adv.std(unbiased=False).item(),
+            "tie_frac": mean((~informative_groups(first_r, G)).float()),    # observed, and if every prompt
+            "tie_predicted": tie_probability(p, G),                         # had the batch's pass rate
+            "informative_pairs": trained_informative, "informative_share": trained_informative / P,
+            "pairs_drawn": total(drawn["pairs_drawn"]), "extra_rollouts": total(drawn["extra_rollouts"]),
+            "data_pos": run.data_pos, "epoch": round(run.data_pos / len(run.train_set), 4),
+            "response_len": mean(rollout.lengths.float())}
 
 
 def sample_groups(run, cfg, problems, gen):
     """G completions of each problem (a Rollout of P*G rows) and their rewards r (P*G,), 1 or 0."""
-    ro = sample(run.model, [p["prompt_ids"] for p in problems], n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, eos_token_id=run.eos,
-                pad_token_id=run.tok.pad_token_id, generator=gen, max_batch_size=cfg.rollout_batch_size or None,
-                tokenizer=run.tok, compile=cfg.compile)
+    rollout = sample(run.raw_model, [p["prompt_ids"] for p in problems], n=cfg.group_size,
+                     max_new_tokens=completion_tokens(cfg.max_new_tokens, cfg.data),
+                     temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, eos_token_id=run.eos,
+                     pad_token_id=run.tok.pad_token_id, generator=gen,
+                     max_batch_size=cfg.rollout_batch_size or None, tokenizer=run.tok, compile=cfg.compile)
     golds = [p["gold"] for p in problems for _ in range(cfg.group_size)]
-    return ro, torch.tensor(rewards(ro.texts, golds), device=run.device)
+    return rollout, torch.tensor(rewards(rollout.texts, golds), device=run.device)
 
 
 def micro_batches(batch, cfg):
@@ -210,18 +224,18 @@ def policy_update(model, optimizer, batch, cfg):
         return None
     optimizer.zero_grad(set_to_none=True)
     stats_sum, stat_w, loss_sum = {}, 0.0, 0.0
-    gaps = []                                   # |log pi_train - log pi_sampler| of the tokens run, (b, T) each
+    gaps = []                        # |log pi_train - log pi_sampler| of the tokens run, (b, T) each
     for i, idx in enumerate(chunks):
         rows = chunk_rows(batch, idx, cfg)
         with parallel.no_sync(model, last=i == len(chunks) - 1):   # DDP: all-reduce once, after the last
-            logp = rows_logprobs(model, batch, rows, cfg)                                  # (b, T)
+            logp = logprobs_of_rows(model, batch, rows, cfg)                                  # (b, T)
             if idx is None:                     # padding: a backward through every weight, adding 0
                 (logp.sum() * 0.0).backward()
                 continue
             loss, stats = microbatch_loss(logp, batch, idx, cfg)
             share = (weights[i] / total).item()
             (loss * share).backward()
-        loss_sum += loss.item() * share                   # loss = sum over micro-batches of loss_mb * share_mb
+        loss_sum += loss.item() * share            # loss = sum over micro-batches of loss_mb * share_mb
         for k, v in stats.items():
             stats_sum[k] = stats_sum.get(k, 0.0) + v * weights[i].item()
         stat_w += weights[i].item()
@@ -234,7 +248,8 @@ def policy_update(model, optimizer, batch, cfg):
            "loss": parallel.all_reduce(torch.tensor(loss_sum), "mean").item()}
     if gaps:     # how far the sampler's log-probs are from the training forward's: mean, max over tokens
         gap, seen = torch.cat([g for g, _ in gaps]), torch.cat([m for _, m in gaps])             # (rows, T)
-        out.update(sampler_gap_mean=((gap * seen).sum() / seen.sum()).item(), sampler_gap_max=(gap * seen).max().item())
+        out.update(sampler_gap_mean=((gap * seen).sum() / seen.sum()).item(),
+                   sampler_gap_max=(gap * seen).max().item())
     return out
 
 
@@ -246,7 +261,7 @@ def microbatch_loss(logp, batch, idx, cfg):
         old = logp.detach() if batch.old_logp is None else batch.old_logp[idx]
         return grpo_loss(logp, old, batch.advantages[idx], batch.mask[idx], cfg.eps_low,
                          cfg.eps_high, cfg.beta, batch.ref_logp[idx] if cfg.beta > 0 else None,
-                         cfg.aggregation, max_tokens=cfg.max_new_tokens)
+                         cfg.aggregation, max_tokens=completion_tokens(cfg.max_new_tokens, cfg.data))
     rows = chunk_rows(batch, idx, cfg)                      # one forward over the chosen and rejected rows
     seq = (logp * batch.mask[rows]).sum(1)                                               # (2N,) log pi(y)
     ref = seq.detach() if batch.ref_seq is None else batch.ref_seq[rows]                # (2N,) log pi_ref(y)
@@ -254,7 +269,7 @@ def microbatch_loss(logp, batch, idx, cfg):
     return dpo_loss(seq[:n], seq[n:], ref[:n], ref[n:], beta=cfg.dpo_beta)
 
 
-def rows_logprobs(model, batch, rows, cfg):
+def logprobs_of_rows(model, batch, rows, cfg):
     """(len(rows), T) log-probs of the rollout rows `rows` (indices or a slice) under `model`."""
     with autocast(batch.tokens.device, cfg.dtype):
         return sequence_logprobs(model, batch.prompt_ids[rows], batch.prompt_mask[rows], batch.tokens[rows],
@@ -270,7 +285,7 @@ def old_logprobs(model, batch, cfg):
     old = batch.sampler_logp.clone()
     for idx in micro_batches(batch, cfg)[0]:        # padding passes too: as many as every other rank (FSDP)
         rows = chunk_rows(batch, idx, cfg)
-        logp = rows_logprobs(model, batch, rows, cfg).float()
+        logp = logprobs_of_rows(model, batch, rows, cfg).float()
         if idx is not None:
             old[rows] = logp
     return old
@@ -280,7 +295,8 @@ def old_logprobs(model, batch, cfg):
 def reference_logprobs(ref_model, batch, cfg):
     """(B, T) log-probs of the rollouts under the frozen reference model, micro-batched."""
     B, mb = batch.tokens.shape[0], cfg.micro_batch_size
-    return torch.cat([rows_logprobs(ref_model, batch, slice(s, s + mb), cfg).float() for s in range(0, B, mb)])
+    return torch.cat([logprobs_of_rows(ref_model, batch, slice(s, s + mb), cfg).float()
+                      for s in range(0, B, mb)])
 
 
 def learning_rate(step, cfg):
@@ -300,30 +316,30 @@ def learning_rate(step, cfg):
 # ---------------------------------------------------------------------------------------------------
 def setup(cfg, device, log):
     """Data, model, reference, optimizer: everything the loop needs. A bad file fails before any model."""
-    cfg.max_new_tokens = cfg.max_new_tokens or (1024 if cfg.data else 8)   # built-in: "\\boxed{" 3 digits "}" EOS
     train_set, held_out = problem_sets(cfg.data, cfg.eval_data, cfg.problem_field, cfg.answer_field)
     path = cfg.model or builtin_model_dir(cfg.cache_dir, cfg.seed, cfg.warm_start_target, device, log)
-    home = "cpu" if cfg.cpu_offload else device       # --cpu-offload: parallel.wrap moves it a layer at a time
-    model, tok = load_model_and_tokenizer(path, home, cfg.dtype, cfg.gradient_checkpointing)
-    mixed = torch.bfloat16 if precision(cfg.dtype, device) == "mixed" else None    # bf16 compute, fp32 weights
+    home = "cpu" if cfg.cpu_offload else device   # --cpu-offload: parallel.wrap moves it a layer at a time
+    raw_model, tok = load_model_and_tokenizer(path, home, cfg.dtype, cfg.gradient_checkpointing)
+    mixed = torch.bfloat16 if precision(cfg.dtype, device) == "mixed" else None   # bf16 compute, fp32 weights
     train_set, held_out = prompt_sets(train_set[:cfg.train_problems or None], held_out, tok, cfg.template,
                                       not cfg.data, cfg.max_prompt_tokens, log)
     ref_model = None                       # a frozen copy, in bf16 under mixed precision
     if cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial"):
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(device, mixed or model.dtype)
+        ref_model = copy.deepcopy(raw_model).eval().requires_grad_(False).to(device, mixed or raw_model.dtype)
     # torchrun: DDP or FSDP2 shards; --cpu-offload: FSDP2, state in host memory (before the optimizer is made)
-    train_model = parallel.wrap(model, cfg.fsdp, device, mixed, cfg.cpu_offload)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return Run(model, train_model, ref_model, optimizer, tok, stop_token_ids(model, tok), device,
+    model = parallel.wrap(raw_model, cfg.fsdp, device, mixed, cfg.cpu_offload)
+    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return Run(raw_model, model, ref_model, optimizer, tok, stop_token_ids(raw_model, tok), device,
                train_set, held_out[:cfg.eval_problems])
 
 
 def held_out_accuracy(run, cfg):
     """Mean@k on the held-out problems (None without any); the ranks share them (eval.shared_accuracy)."""
     with autocast(run.device, cfg.dtype):
-        return shared_accuracy(run.model, run.tok, run.held_out, samples=cfg.eval_samples,
+        return shared_accuracy(run.raw_model, run.tok, run.held_out, samples=cfg.eval_samples,
                                temperature=cfg.eval_temperature, top_p=cfg.eval_top_p, top_k=cfg.eval_top_k,
-                               max_new_tokens=cfg.max_new_tokens, eos_token_id=run.eos, seed=cfg.seed,
+                               max_new_tokens=completion_tokens(cfg.max_new_tokens, cfg.data),
+                               eos_token_id=run.eos, seed=cfg.seed,
                                batch_size=max(cfg.rollout_batch_size, 64) if cfg.rollout_batch_size else 256,
                                progress=cfg.progress)
 
@@ -336,13 +352,15 @@ def train(cfg):
     log = tqdm.write if parallel.is_main() else (lambda msg: None)
     run = setup(cfg, device, log)
     plan.check_run(cfg, run, world, log)                # on a GPU: will it fit? (plan.py)
-    start, progress = start_or_resume(cfg, run.train_model, run.optimizer, log)
-    run.rollouts, run.data_pos = progress.get("rollouts", 0), progress.get("data_pos", start * cfg.prompts_per_step)
+    start, progress = start_or_resume(cfg, run.model, run.optimizer, log)
+    run.rollouts = progress.get("rollouts", 0)
+    run.data_pos = progress.get("data_pos", start * cfg.prompts_per_step)
     acc_before = held_out_accuracy(run, cfg) if start == 0 else None
     if acc_before is not None:
         log(f"held-out accuracy before: {acc_before:.1%} ({len(run.held_out)} problems)")
     elif not run.held_out:
-        log("no held-out set: accuracy is not measured during training (pass one with --eval-data FILE.jsonl)")
+        log("no held-out set: accuracy is not measured during training "
+            "(pass one with --eval-data FILE.jsonl)")
     stop = StopFlag()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.loss, dynamic_ncols=True,
                disable=not (parallel.is_main() and cfg.progress))
@@ -363,7 +381,7 @@ def train(cfg):
             # every rank stops at the same step (Ctrl-C may reach the ranks at different moments)
             stopping = bool(parallel.all_reduce(torch.tensor(float(stop.stop)), "max"))
             if done % cfg.save_every == 0 or done == cfg.steps or stopping:
-                save_checkpoint(os.path.join(cfg.out_dir, "checkpoint.pt"), run.train_model, run.optimizer,
+                save_checkpoint(os.path.join(cfg.out_dir, "checkpoint.pt"), run.model, run.optimizer,
                                 done, cfg, {"rollouts": run.rollouts, "data_pos": run.data_pos})
             if stopping:
                 parallel.barrier()
@@ -383,9 +401,10 @@ def finish(run, cfg, acc_before, t_start, log):
     summary = {"held_out_before": acc_before, "held_out_after": acc_after,
                "rollouts": run.rollouts, "steps": cfg.steps,
                "wall_s": round(wall, 1), "out_dir": cfg.out_dir}
-    save_final(cfg.out_dir, run.train_model, run.tok, summary)
-    acc = ("not measured (no held-out set: pass one with --eval-data FILE.jsonl)" if acc_after is None else
-           (f"{acc_before:.1%}" if acc_before is not None else "(see the run's first part)") + f" -> {acc_after:.1%}")
+    save_final(cfg.out_dir, run.model, run.tok, summary)
+    before = f"{acc_before:.1%}" if acc_before is not None else "(see the run's first part)"
+    acc = ("not measured (no held-out set: pass one with --eval-data FILE.jsonl)" if acc_after is None
+           else f"{before} -> {acc_after:.1%}")
     log(f"held-out accuracy: {acc} | rollouts: {summary['rollouts']} | wall time: {wall:.0f} s | "
         f"model: {os.path.join(cfg.out_dir, 'model')}")
     return summary

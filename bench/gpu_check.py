@@ -9,7 +9,7 @@ fails or runs out of time is reported as such and the others go on; parts come i
 Models are random weights built from the real config.json shapes of Qwen2.5-0.5B and
 Qwen2.5(-Math)-1.5B (no weights exist on these machines). Parts:
   1. the test suite (python -m pytest -q tests);
-  1b. precision (bench/precision.py): the sampler-vs-training log-prob gap under float32, mixed and
+  1b. precision (bench/sampler_gap.py): the sampler-vs-training log-prob gap under float32, mixed and
      bfloat16, the first update's ratio with the sampler's and the training forward's pi_old, and the
      KV cache's bytes per token, for the 1.5B shape cut to 8 layers;
   2. sampling speed (bench/rollout_speed.py): rollout.sample, eager and compiled (compile=True), vs
@@ -159,7 +159,7 @@ def main():
     suite = [py, "-m", "pytest", "-q", "-x", "tests"] + (["-k", "layout"] if dry else [])
     part("1. test suite" + (" (its layout tests, dry run)" if dry else ""), suite, 60 if dry else 100, log)
     # 1b. precision: the sampler gap, the first update's ratio, the KV cache's bytes per token
-    prec = [py, "bench/precision.py"] + (["--shapes", "tiny", "--rows", "8", "--new-tokens", "8"] if dry else
+    prec = [py, "bench/sampler_gap.py"] + (["--shapes", "tiny", "--rows", "8", "--new-tokens", "8"] if dry else
                                          ["--device", "cuda", "--shapes", "1.5B", "--layers", "8", "--rows", "64",
                                           "--new-tokens", "128"])
     part("1b. precision: sampler vs training log-probs, first ratio, KV bytes/token", prec, 30 if dry else 90, log)

@@ -148,7 +148,7 @@ def main():
     for d in disagree[:40]:
         print("  ", " | ".join(map(str, d)))
     # the hostile inputs of the test suite
-    spec = importlib.util.spec_from_file_location("test_reward", os.path.join(HERE, "..", "tests", "test_reward.py"))
+    spec = importlib.util.spec_from_file_location("test_mathparse", os.path.join(HERE, "..", "tests", "test_mathparse.py"))
     tests = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tests)
     slowest = {"reward.py": (0.0, ""), "Math-Verify": (0.0, "")}

@@ -1,14 +1,17 @@
 """data.py: problem files and their bad rows, prompt templates, the built-in task, data order, model loading."""
 
 import json
+import os
 
 import pytest
-from helpers import small_run_args, write_jsonl
+from helpers import benchmark_files, small_run_args, write_jsonl
 
 import train
 from data import (DataError, build_prompts, load_model_and_tokenizer, load_model_config, load_problems,
                   prompts_for_step, tiny_task_problems)
 from tiny_model import build_tiny_tokenizer
+
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
 
 def test_load_math_and_gsm8k_rows(tmp_path):
@@ -108,3 +111,32 @@ def test_a_missing_model_is_one_line_naming_it(tmp_path, monkeypatch):
     (tmp_path / "odd" / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
     with pytest.raises(DataError, match="unknown architecture"):
         load_model_config(str(tmp_path / "odd"))
+
+
+def test_loader_reads_each_benchmarks_own_fields(tmp_path):
+    d = benchmark_files(tmp_path / "data")
+    amc = load_problems(str(d / "amc23_test.jsonl"))
+    assert [p["gold"] for p in amc] == ["1", "2", "3"] and amc[0]["problem"] == "0+1?" and amc[0]["id"] == "0"
+    assert [p["gold"] for p in load_problems(str(d / "minerva_math_test.jsonl"))] == ["0", "2", "4"]
+    assert [p["gold"] for p in load_problems(str(d / "olympiadbench_test.jsonl"))] == ["0, 1", "1, 2", "2, 3"]
+    assert [p["line"] for p in load_problems(str(d / "math500_test.jsonl"))] == [1, 2, 3]
+
+
+def test_rows_with_an_empty_gold_answer_are_skipped_with_one_line(tmp_path):
+    rows = [json.dumps({"problem": "a", "answer": "1"}), json.dumps({"problem": "b", "answer": ""}),
+            json.dumps({"problem": "c", "solution": "no box: \\boxed{}", "answer": ""}), json.dumps({"problem": "d", "answer": "4"})]
+    said = []
+    probs = load_problems(write_jsonl(tmp_path / "train.jsonl", rows), log=said.append)
+    assert [p["gold"] for p in probs] == ["1", "4"]
+    assert said == [f"{tmp_path / 'train.jsonl'}: skipped 2 row(s) with an empty gold answer (line 2, 3)"]
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared/data (the real problem sets) is not here")
+def test_the_real_files_load(capsys):
+    counts = {"math500_test.jsonl": 500, "amc23_test.jsonl": 40, "minerva_math_test.jsonl": 272,
+              "aime25_test.jsonl": 30, "olympiadbench_test.jsonl": 675, "gsm8k_test.jsonl": 1319}
+    for name, n in counts.items():
+        assert len(load_problems(os.path.join(SHARED, name))) == n, name
+    said = []
+    train = load_problems(os.path.join(SHARED, "math_train.jsonl"), log=said.append)
+    assert len(train) == 7498 and said[0].endswith("skipped 2 row(s) with an empty gold answer (line 5530, 5532)")

@@ -4,11 +4,12 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_chat_model
 
 import eval as evaluation
 from eval import evaluate, pass_at_k
-from rollout import Rollout
 from data import build_prompts
+from rollout import Rollout
 from tiny_model import build_tiny_tokenizer
 
 
@@ -103,16 +104,6 @@ def test_eval_compile_gives_the_same_completions(tiny_model_dir, tmp_path, monke
     assert open(tmp_path / "plain.jsonl").read() == open(tmp_path / "compiled.jsonl").read()
 
 
-def test_informative_share_by_hand():
-    from eval import informative_share
-    # 2 of 4 right: pairs drawn from the 4 samples differ in 4 of C(4,2) = 6 ways -> 2/3 (plug-in: 1/2)
-    assert informative_share(4, 2, 2) == pytest.approx(4 / 6)
-    assert informative_share(4, 0, 2) == 0.0 and informative_share(4, 4, 3) == 0.0
-    assert informative_share(4, 1, 4) == pytest.approx(1.0)           # all 4 together: always mixed
-    # G > k: the share at G = k, a lower bound (1 for a problem both right and wrong in k samples)
-    assert informative_share(2, 1, 8) == 1.0 and informative_share(4, 0, 16) == 0.0
-
-
 def test_group_size_diagnostic_by_hand():
     from eval import group_size_diagnostic
     # 4 problems x 4 samples: never right, always right, 2 of 4, 1 of 4
@@ -133,3 +124,19 @@ def test_eval_prints_the_group_size_diagnostic(tiny_model_dir, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "give G = 2 a signal" in err and "G = 16" in err
     assert set(summary["group_size"]["informative_share"]) == {"2", "4", "8", "16"}
+
+
+def test_new_tokens_are_cut_to_fit_the_models_positions(tmp_path, capsys, monkeypatch):
+    """Qwen2.5-Math has 4,096 positions in all: prompt + completion must fit, so new tokens are cut."""
+    from data import build_prompts, load_model_and_tokenizer
+    model, tok = load_model_and_tokenizer(tiny_chat_model(tmp_path / "m"))
+    model.config.max_position_embeddings = 40
+    problems = build_prompts([{"problem": "1+1?", "gold": "2"}, {"problem": "12+34?", "gold": "46"}], tok, "raw")
+    asked = []
+    real = evaluation.sample
+    monkeypatch.setattr(evaluation, "sample", lambda *a, **k: asked.append(k["max_new_tokens"]) or real(*a, **k))
+    res = evaluation.evaluate(model, tok, problems, max_new_tokens=100, progress=False)
+    assert asked == [40 - 6] and len(res["results"]) == 2                  # the longest prompt: 6 tokens
+    assert "100 new tokens cut to 34" in capsys.readouterr().err
+    evaluation.evaluate(model, tok, problems, max_new_tokens=30, progress=False)     # fits: not cut
+    assert asked[-1] == 30 and "cut" not in capsys.readouterr().err

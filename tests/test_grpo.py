@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from grpo import (dpo_loss, group_advantages, grpo_dpo_weight, grpo_loss, kl_k3, preference_pairs,
-                  token_logprobs)
+from grpo import (dpo_loss, group_advantages, grpo_dpo_weight, grpo_loss, informative_groups, informative_share,
+                  kl_k3, preference_pairs, tie_probability, token_logprobs)
 
 
 @pytest.fixture(autouse=True)
@@ -285,3 +285,25 @@ def test_ties_give_zero_gradient():
         assert torch.equal(g, torch.zeros_like(g))
     chosen, rejected = preference_pairs(torch.tensor([1.0, 1.0]))
     assert chosen.numel() == 0 and rejected.numel() == 0
+
+
+# --- which groups carry a gradient (grpo.py section 2) --------------------------------------------------
+def test_informative_groups():
+    r = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    assert informative_groups(r, 2).tolist() == [False, True, False, True]
+    assert informative_groups(torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0]), 3).tolist() == [True, False]
+
+
+def test_tie_probability_by_hand():
+    assert tie_probability(0.5, 2) == 0.5                 # 1/4 both right + 1/4 both wrong
+    assert tie_probability(0.1, 2) == pytest.approx(0.82)  # 0.01 + 0.81
+    assert tie_probability(0.5, 16) == pytest.approx(2 / 2 ** 16)
+
+
+def test_informative_share_by_hand():
+    # 2 of 4 right: pairs drawn from the 4 samples differ in 4 of C(4,2) = 6 ways -> 2/3 (plug-in: 1/2)
+    assert informative_share(4, 2, 2) == pytest.approx(4 / 6)
+    assert informative_share(4, 0, 2) == 0.0 and informative_share(4, 4, 3) == 0.0
+    assert informative_share(4, 1, 4) == pytest.approx(1.0)           # all 4 together: always mixed
+    # G > k: the share at G = k, a lower bound (1 for a problem both right and wrong in k samples)
+    assert informative_share(2, 1, 8) == 1.0 and informative_share(4, 0, 16) == 0.0

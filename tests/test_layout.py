@@ -1,10 +1,14 @@
-"""The layout the README promises: one concept per file, imports that point one way."""
+"""The layout the README promises: one concept per file, each with its test file, imports that point one way."""
 
 import ast
+import glob
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULES = ["grpo", "rollout", "reward", "data", "train", "eval", "checkpoint", "parallel", "config", "tiny_model"]
+# every module of the project: the chapters, their reference pages and appendices (conftest.py is pytest's)
+MODULES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "*.py")) if not p.endswith("conftest.py"))
+CHAPTERS = ["grpo", "rollout", "reward", "data", "train", "eval", "checkpoint", "parallel", "config", "plan",
+            "resample", "kv_cache", "precision", "mathparse", "tiny_model", "suite"]
 
 
 def imports(name):
@@ -19,8 +23,18 @@ def imports(name):
     return out
 
 
+GRAPH = {m: {i for i in imports(m) if i in MODULES} for m in MODULES}
+
+
+def test_every_module_is_named_here_in_the_readme_and_has_its_test_file():
+    assert MODULES == sorted(CHAPTERS), "a module was added or removed: name it in CHAPTERS and the README"
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    for m in MODULES:
+        assert f"[`{m}.py`]({m}.py)" in readme, f"{m}.py is missing from the README's chapter table"
+        assert os.path.exists(os.path.join(ROOT, "tests", f"test_{m}.py")), f"tests/test_{m}.py is missing"
+
+
 def test_project_imports_have_no_cycle():
-    graph = {m: {i for i in imports(m) if i in MODULES} for m in MODULES}
     done, visiting = set(), []
 
     def visit(m):
@@ -28,17 +42,30 @@ def test_project_imports_have_no_cycle():
         if m in done:
             return
         visiting.append(m)
-        for n in graph[m]:
+        for n in GRAPH[m]:
             visit(n)
         visiting.pop()
         done.add(m)
     for m in MODULES:
         visit(m)
-    assert "train" not in set().union(*(graph[m] for m in MODULES if m != "train"))   # nothing imports train
-    assert graph["eval"].isdisjoint({"train", "tiny_model", "config"})
 
 
-def test_the_sampling_chapter_knows_nothing_of_torch_distributed():
-    names = imports("rollout")
-    assert not any(n.startswith("torch.distributed") or n == "parallel" for n in names), names
-    assert "torch.distributed" not in open(os.path.join(ROOT, "rollout.py")).read()
+def test_nothing_imports_train_and_evaluation_needs_no_training_code():
+    assert [m for m in MODULES if "train" in GRAPH[m]] == []
+    assert GRAPH["eval"].isdisjoint({"train", "tiny_model", "config", "plan", "resample"})
+    assert GRAPH["suite"].isdisjoint({"train", "tiny_model", "config", "plan", "resample"})
+
+
+def test_the_sampling_chapter_knows_nothing_of_torch_distributed_or_the_compiled_path():
+    for name in ("rollout", "kv_cache"):
+        names = imports(name)
+        assert not any(n.startswith("torch.distributed") or n == "parallel" for n in names), names
+        assert "torch.distributed" not in open(os.path.join(ROOT, name + ".py")).read()
+    loop = open(os.path.join(ROOT, "rollout.py")).read()
+    loop = loop[loop.index("def _sample_microbatch"):loop.index("\ndef sample(")]
+    assert "compile" not in loop.lower() and "Compiled" not in loop     # one loop, no compiled-path branches
+
+
+def test_chapters_stay_readable_in_one_sitting():
+    lengths = {m: sum(1 for _ in open(os.path.join(ROOT, m + ".py"))) for m in ("rollout", "eval", "train", "grpo")}
+    assert lengths["rollout"] <= 400 and lengths["eval"] <= 220, lengths

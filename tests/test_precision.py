@@ -10,6 +10,8 @@ import torch
 from helpers import small_run_args
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+import kv_cache
+import precision
 import rollout
 import train
 from config import parse_args
@@ -89,17 +91,17 @@ def test_dtype_mixed_kv_cache_holds_keys_and_values_in_bf16(compile, monkeypatch
     def spy(model, *args):
         out = real(model, *args)
         decoder = args[-1]
-        layers = rollout._DECODERS[model].cache.layers if decoder is not None else None
+        layers = decoder.cache.layers if isinstance(decoder, kv_cache.CompiledDecoder) else None
         stored.extend((lay.k_store.dtype, lay.v_store.dtype) for lay in layers or [])
         return out
     monkeypatch.setattr(rollout, "_sample_microbatch", spy)
-    kv_real = rollout.PreallocatedLayer.update
+    kv_real = kv_cache.PreallocatedLayer.update
 
     def kv_spy(self, k, v, *a, **kw):
         result = kv_real(self, k, v, *a, **kw)
         stored.append((self.k_store.dtype, self.v_store.dtype))
         return result
-    monkeypatch.setattr(rollout.PreallocatedLayer, "update", kv_spy)
+    monkeypatch.setattr(kv_cache.PreallocatedLayer, "update", kv_spy)
     model = small_qwen()
     with bf16_autocast():
         rollout.sample(model, PROMPTS, n=2, max_new_tokens=6, seed=0, compile=compile)
@@ -137,22 +139,22 @@ def test_dtype_mixed_compiled_path_reads_weights_of_the_compute_dtype_kept_betwe
     read fixed addresses), refreshed in place when the fp32 weights change."""
     model = small_qwen()
     seen = []
-    real_call = rollout.CompiledDecoder.__call__
+    real_call = kv_cache.CompiledDecoder.__call__
 
     def call(self, m, *a):
         seen.append({lin.weight.dtype for lin in m.modules() if isinstance(lin, torch.nn.Linear)})
         return real_call(self, m, *a)
-    monkeypatch.setattr(rollout.CompiledDecoder, "__call__", call)
+    monkeypatch.setattr(kv_cache.CompiledDecoder, "__call__", call)
     with bf16_autocast():
         first = rollout.sample(model, PROMPTS, n=2, max_new_tokens=6, seed=0, compile={"backend": "eager"})
     assert seen and all(s == {torch.bfloat16} for s in seen)
-    kept = dict(rollout._KEPT_WEIGHTS[model])
+    kept = dict(precision._KEPT_WEIGHTS[model])
     up = model.model.layers[0].mlp.up_proj
     with torch.no_grad():
         up.weight.add_(1.0)                                      # an optimizer step
     with bf16_autocast():
         rollout.sample(model, PROMPTS, n=2, max_new_tokens=6, seed=0, compile={"backend": "eager"})
-    assert all(rollout._KEPT_WEIGHTS[model][k] is v for k, v in kept.items())   # the same tensors
+    assert all(precision._KEPT_WEIGHTS[model][k] is v for k, v in kept.items())   # the same tensors
     assert torch.equal(kept[(up, "weight")], up.weight.detach().bfloat16())     # refreshed
     assert first.tokens.shape[0] == 4
 

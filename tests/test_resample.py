@@ -6,7 +6,8 @@ import torch
 from helpers import small_run_args
 
 import train
-from resample import informative, resample_ties
+from grpo import informative_groups
+from resample import resample_ties
 from rollout import Rollout
 
 G = 2
@@ -33,12 +34,6 @@ def check_rows_follow_problems(problems, ro):
     assert ro.texts == [f"{p['id']}/{j}" for p in problems for j in range(G)]
 
 
-def test_informative_groups():
-    r = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
-    assert informative(r, 2).tolist() == [False, True, False, True]
-    assert informative(torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0]), 3).tolist() == [True, False]
-
-
 def stream(first=100):
     """A stand-in for the data stream's next prompts: ids first, first + 1, ... in order."""
     taken = []
@@ -50,7 +45,7 @@ def stream(first=100):
     return upcoming, taken
 
 
-def test_fresh_prompts_come_from_the_stream_until_p_pairs_are_informative():
+def test_fresh_prompts_come_from_the_stream_until_p_pairs_are_informative_groups():
     problems = [{"id": i} for i in range(4)]
     # first draw: groups 1 and 3 informative; the stream's problems: even ids informative, odd ones tie
     draw, calls = fake_draw(lambda p, call: (1.0, 0.0) if p["id"] % 2 == 0 else (0.0, 0.0))
@@ -58,7 +53,7 @@ def test_fresh_prompts_come_from_the_stream_until_p_pairs_are_informative():
     r = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
     upcoming, taken = stream()
     out_p, out_ro, out_r, stats = resample_ties(problems, ro, r, draw, upcoming, G, "fresh", budget=4.0)
-    assert len(out_p) == 4 and informative(out_r, G).all()
+    assert len(out_p) == 4 and informative_groups(out_r, G).all()
     check_rows_follow_problems(out_p, out_ro)
     assert [p["id"] for p in out_p] == [1, 3, 100, 102]        # the step's own informative pairs, then the stream's
     assert calls[1:] == [[100, 101, 102, 103]]                   # 2 of 4 informative so far: 2 / (1/2) = 4 more
@@ -95,7 +90,7 @@ def test_same_mode_draws_the_tied_prompts_again():
     r = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
     out_p, out_ro, out_r, stats = resample_ties(problems, ro, r, draw, None, G, "same", budget=1.0)
     assert calls[1:] == [[0, 2]]
-    assert [p["id"] for p in out_p] == [1, 3, 0, 2] and informative(out_r, G).all()
+    assert [p["id"] for p in out_p] == [1, 3, 0, 2] and informative_groups(out_r, G).all()
     check_rows_follow_problems(out_p, out_ro)
 
 

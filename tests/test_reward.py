@@ -1,13 +1,12 @@
-"""reward.py as worked examples: what counts as the same answer, what does not, and hostile input."""
+"""reward.py as worked examples: what counts as the same answer, what does not, the answer styles of real
+model outputs, and the datasets' own reference answers (hostile input: tests/test_mathparse.py)."""
 
 import json
 import os
-import time
 
 import pytest
 from helpers import table_cases
 
-import reward
 from reward import check, extract_answer, gold_answer, is_equiv, normalize, rewards
 
 # (prediction, gold, equal?) grouped by category. About half are look-alikes that are NOT equal.
@@ -190,125 +189,6 @@ def test_no_answer_gives_reward_zero_and_a_reason():
     assert rewards(["I don't know"], ["1"]) == [0.0]
 
 
-# --- hostile input --------------------------------------------------------------------------------
-HOSTILE = [
-    "__import__('os').system('touch pwned')",
-    "__import__(\"os\").system(\"touch pwned\")",
-    "().__class__.__bases__[0].__subclasses__()",
-    "lambda: __import__('os').system('touch pwned')",
-    "(lambda x: x)(1)",
-    "x.__class__",
-    "x.__globals__",
-    "exec('open(\"pwned\",\"w\")')",
-    "eval('1+1')",
-    "open('pwned', 'w').write('x')",
-    "__builtins__",
-    "sympy.sympify('1')",
-    "Symbol('x').__init__",
-    "{a: 1 for a in range(10**9)}",
-    "[x for x in ().__class__.__base__.__subclasses__()]",
-    "1 if True else 0",
-    "import os",
-    "getattr(x, '__class__')",
-    "\\text{__import__('os')}",
-    "\\boxed{__import__('os')}",
-    "9^{9^{9^9}}",
-    "10^{10^{10}}",
-    "100000!",
-    "(10^{9999})!",
-    "2^{2^{2^{2^{2^{2}}}}}",
-    "(x^{9999})^{9999}",
-    "((((2^{999})^{999})^{999})^{999})",
-    "\\sqrt[1000000]{2}",
-    "\\frac{1}{0}",
-    "0^{-1}",
-    "(" * 10_000 + "1" + ")" * 10_000,
-    "{" * 10_000,
-    "\\frac{" * 5_000,
-    "-" * 900 + "1",
-    "1" * 1_000_000,
-    "\\boxed{}" * 10_000,
-    "1\x002",
-    "\u202e1\u202d",
-    "\ud800",
-    "\u0661\u0662",
-    "x" * 999,
-    "\\sin(" * 300 + "1" + ")" * 300,
-    "e^{e^{e^{e^{e^{e^{e^{10}}}}}}}",
-    "\\begin{pmatrix}" + "1&" * 400 + "1\\end{pmatrix}",
-]
-
-
-def test_hostile_list_is_long_enough():
-    assert len(HOSTILE) >= 30
-
-
-@pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
-def test_hostile_input_is_wrong_fast_and_harmless(text, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    limit = 0.5
-    t0 = time.perf_counter()
-    for pred, gold in ((text, "1"), (text, "2"), ("1", text)):
-        ok, reason = check(pred, gold, timeout=limit)
-        assert ok is False, (pred[:80], reason)
-    assert rewards(["\\boxed{%s}" % text, text], ["1", "1"], timeout=limit) == [0.0, 0.0]
-    assert time.perf_counter() - t0 < 5 * 4 * limit       # 4 checks, each well inside a few limits
-    assert list(tmp_path.iterdir()) == []                  # nothing was created
-
-
-def test_model_text_never_reaches_eval(monkeypatch):
-    """sympify / parse_expr / parse_latex on a string all end in Python's eval or exec: forbid both.
-
-    sympy's first simplify() imports sympy.physics.units, which sympifies its own constant strings:
-    a warm-up pass does those imports before the trap is set."""
-    import builtins
-    import sympy
-
-    texts = HOSTILE[:30] + ["x^2+2x+1", "\\frac{\\sqrt{2}}{2}", "(1,2)", "\\{1,2\\}", "x^2-1"]
-    for text in texts:
-        check(text, "(x+1)^2")
-
-    calls = []
-
-    def boom(*a, **k):
-        calls.append(a)                       # recorded: check() itself would swallow the error
-        raise AssertionError("eval/exec was called")
-    monkeypatch.setattr(builtins, "eval", boom)
-    monkeypatch.setattr(builtins, "exec", boom)
-    with pytest.raises(AssertionError):       # the trap works: sympify of a string is caught
-        sympy.sympify("1 + 1")
-    calls.clear()
-    for text in texts:
-        check(text, "(x+1)^2")
-    assert check("x^2+2x+1", "(x+1)^2") == (True, "equal")
-    assert calls == []
-
-
-def test_slow_simplify_is_cut_by_the_timeout(monkeypatch):
-    import sympy
-
-    def slow(expr, *a, **k):
-        while True:
-            pass
-    monkeypatch.setattr(sympy, "simplify", slow)
-    monkeypatch.setattr(reward, "_numeric", lambda *a, **k: None)  # force the simplify path
-    t0 = time.perf_counter()
-    ok, reason = check("x^2 - 1", "(x-1)(x+1)", timeout=0.2)
-    assert ok is False and "timed out" in reason
-    assert time.perf_counter() - t0 < 1.0
-
-
-def test_in_a_worker_thread_the_unbounded_step_is_skipped(monkeypatch):
-    import threading
-    import sympy
-    monkeypatch.setattr(sympy, "simplify", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
-    out = {}
-    t = threading.Thread(target=lambda: out.update(r=check("x^2", "(x)(x)"), s=check("\\frac{1}{0}", "1")))
-    t.start()
-    t.join(10)
-    assert out["r"] == (True, "equal") and out["s"][0] is False
-
-
 # --- real data (the datasets' own reference answers) --------------------------------------------
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
@@ -342,3 +222,137 @@ def test_every_reference_answer_agrees_with_its_gold(name):
     file, reference, id_field = bench.SETS[name]
     right, n, misses = bench.agreement(os.path.join(DATA, file), reference, id_field)
     assert misses == [] and right == n > 0
+
+
+# --- the answer styles of real model outputs -------------------------------------------------------
+# reward.py on the answer styles real models and datasets write (issue: LaTeX spellings,
+# inequalities as intervals, several answers, labels, long decimals, thousands separators, more
+# functions, chains of equalities, answers without a box). Each case: (prediction, gold, equal?).
+STYLES = {
+    "latex spellings": [
+        ("\\cfrac{1}{2}", "\\frac{1}{2}", True), ("\\cfrac{3}{4}", "0.75", True), ("\\cfrac{2}{3}", "\\frac{3}{2}", False),
+        ("5\\textnormal{ cm}", "5", True), ("12 \\mathrm{m}", "12", True), ("7\\mathrm{~kg}", "7", True),
+        ("3 \\textrm{ hours}", "3", True), ("3 \\textrm{ hours}", "4", False), ("9 \\text{m}^2", "9", True),
+        ("50 percent", "50", True), ("50 percent", "0.5", True), ("50 percent", "5", False),
+        ("\\textbf{(B)}", "B", True), ("\\textbf{(B)}", "C", False),
+        ("x \\neq 2", "x \\ne 2", True), ("x != 2", "x \\neq 2", True), ("x \\ne 2", "x \\ne 3", False),
+        ("\\dfrac{5}{8}", "\\cfrac{5}{8}", True), ("\\tfrac{1}{3}", "0.3", False), ("25 \\textnormal{ percent}", "25", True),
+        ("4\\,\\mathrm{cm}^2", "4", True), ("4\\,\\mathrm{cm}^2", "40", False),
+    ],
+    "inequality": [
+        ("x > 3", "(3, \\infty)", True), ("x \\gt 3", "(3,\\infty)", True), ("x \\geq 3", "[3, \\infty)", True),
+        ("x \\ge 3", "[3,\\infty)", True), ("x>=3", "[3,\\infty)", True), ("x < -1", "(-\\infty, -1)", True),
+        ("x \\le 5", "(-\\infty, 5]", True), ("x\\leq5", "(-\\infty,5]", True), ("x <= 5", "(-\\infty,5]", True),
+        ("-4 \\le x \\le 9", "[-4, 9]", True), ("-4 \\leq x \\leq 9", "x \\in [-4, 9]", True),
+        ("-4 < x \\le 9", "(-4, 9]", True), ("0 < x < 1", "(0,1)", True), ("\\frac12 \\le x < 2", "[0.5, 2)", True),
+        ("7 \\leq x", "x \\geq 7", True), ("7 \\leq x", "[7, \\infty)", True), ("3 > x", "x < 3", True),
+        ("-x > -2", "x < 2", True), ("2x \\le 6", "x \\le 3", True), ("-3x + 1 < 7", "x > -2", True),
+        ("x > 3", "[3, \\infty)", False), ("x \\ge 3", "(3, \\infty)", False), ("x < 3", "(3, \\infty)", False),
+        ("-4 \\le x \\le 9", "(-4, 9)", False), ("-4 \\le x \\le 9", "[-4, 8]", False), ("7 \\le x", "x \\le 7", False),
+        ("-x > -2", "x > 2", False), ("x > 3", "x > 4", False), ("0 < x < 1", "[0,1]", False),
+        ("x \\geqslant 2", "[2, \\infty)", True), ("x \\leqslant -\\frac{1}{2}", "(-\\infty, -0.5]", True),
+        ("t > 0", "(0, \\infty)", True), ("1 < 2x < 4", "(\\frac12, 2)", True), ("1 < 2x < 4", "(1, 4)", False),
+        ("x > 2", "2", False),
+    ],
+    "several answers": [
+        ("3, -5", "-5, 3", True), ("3; -5", "-5, 3", True), ("3 \\text{ and } -5", "-5, 3", True),
+        ("3 and -5", "3, -5", True), ("x = 3 \\text{ or } x = -5", "-5, 3", True), ("3 or -5", "3,-5", True),
+        ("3, 5", "-5, 3", False), ("3; 5", "3, -5", False), ("3 \\text{ and } 4", "3, 5", False),
+        ("1+\\sqrt{2}, 1-\\sqrt{2}", "1 \\pm \\sqrt{2}", True), ("1-\\sqrt{2}, 1+\\sqrt{2}", "1\\pm\\sqrt2", True),
+        ("1+\\sqrt{2}, 1+\\sqrt{2}", "1 \\pm \\sqrt{2}", False), ("-1 \\pm \\sqrt{2}", "1 \\pm \\sqrt{2}", False),
+        ("(1,2), (3,4)", "(3,4), (1,2)", True), ("(1,2), (1,2), (3,4)", "(1,2), (3,4)", True),
+        ("(1,2), (3,5)", "(1,2), (3,4)", False), ("(1,2)", "(1,2), (3,4)", False),
+        ("2, 2, 3", "2, 3", True), ("2, 3", "2, 2, 3", False), ("-2 \\text{ or } 2", "\\pm 2", True),
+        ("\\{1, 2\\}", "1; 2", True), ("1, 2", "1, 2, 2", False),
+    ],
+    "labels": [
+        ("(a,b)=(4,1)", "(4,1)", True), ("(a, b) = (4, 1)", "(4, 1)", True), ("(a,b)=(4,1)", "(1,4)", False),
+        ("x_1 = 2, x_2 = 3", "2, 3", True), ("x_1=2,x_2=3", "3,2", True), ("x_1 = 2, x_2 = 3", "2, 4", False),
+        ("PQ=6, RS=2", "6, 2", True), ("PQ = 6", "6", True), ("PQ=6, RS=2", "6, 3", False),
+        ("a = 5", "5", True), ("f(2) = 7", "7", True), ("f(2) = 7", "8", False), ("AB = 2\\sqrt{3}", "2\\sqrt3", True),
+        ("x = 4", "y = 4", False), ("x = 4", "x = 4", True), ("b = -3", "-3", True), ("b = -3", "3", False),
+        ("r' = 5", "5", True),
+    ],
+    "long decimals": [
+        ("0.0714285714285714", "\\frac{1}{14}", True), ("0.33333333333", "\\frac13", True),
+        ("0.6666666667", "\\frac{2}{3}", True), ("0.6666666666", "\\frac{2}{3}", True),
+        ("3.1415926536", "\\pi", True), ("1.4142135624", "\\sqrt{2}", True),
+        ("0.0714", "\\frac{1}{14}", False), ("0.333", "\\frac{1}{3}", False), ("0.67", "\\frac{2}{3}", False),
+        ("0.0714285714285", "\\frac{1}{15}", False), ("0.3333333333", "\\frac{1}{4}", False),
+        ("0.66666666", "\\frac{2}{3}", False), ("0.1428571429", "\\frac17", True), ("0.142857", "\\frac17", False),
+        ("-0.3333333333", "-\\frac13", True), ("-0.3333333333", "\\frac13", False),
+    ],
+    "thousands": [
+        ("1,000", "1000", True), ("12,345,678", "12345678", True), ("41, 205", "41, 205", True),
+        ("41, 205", "41205", False), ("41, 205", "205, 41", True), ("1,000", "1, 000", False),
+        ("\\$1,250", "1250", True), ("1,250.50", "1250.5", True), ("1,25", "125", False),
+        ("100,000", "10^5", True), ("3, 600", "3600", False),
+    ],
+    "functions": [
+        ("\\binom{5}{2}", "10", True), ("\\binom{10}{3}", "120", True), ("\\dbinom{6}{3}", "20", True),
+        ("\\binom{5}{2}", "20", False), ("\\binom{n}{2}", "\\frac{n(n-1)}{2}", True),
+        ("\\lfloor 3.7 \\rfloor", "3", True), ("\\lceil 3.2 \\rceil", "4", True), ("\\lfloor -1.5 \\rfloor", "-2", True),
+        ("\\lfloor 3.7 \\rfloor", "4", False), ("\\lceil 3.2 \\rceil", "3", False),
+        ("\\min(3, 5)", "3", True), ("\\max(3, 5)", "5", True), ("\\max(3,5)", "3", False),
+        ("\\gcd(12, 18)", "6", True), ("\\gcd(12,18)", "3", False), ("\\operatorname{lcm}(4, 6)", "12", True),
+        ("\\operatorname{lcm}(4,6)", "24", False), ("\\mathbf{1 4 4 0 0}", "14400", True),
+        ("\\mathbf{14400}", "14400", True), ("\\mathbf{1 4 4 0 0}", "1440", False), ("1 4 4 0 0", "14400", True),
+    ],
+    "chains": [
+        ("\\sqrt{324-68}=\\sqrt{256}=16", "16", True), ("2+3=5", "5", True), ("\\frac{6}{4}=\\frac{3}{2}", "1.5", True),
+        ("\\sqrt{256}=16", "15", False), ("2+3=5", "6", False), ("16 = 4^2", "16", True),
+        ("x = 2 + 3 = 5", "5", True), ("y = 2x+1", "y = 2x + 1", True), ("y = 2x+1", "2x+1", True),
+        ("\\frac{10}{2} = 5", "6", False), ("3^2 + 4^2 = 25", "25", True),
+    ],
+}
+
+
+def flat_styles():
+    return table_cases(STYLES)
+
+
+def test_there_are_150_new_cases_with_look_alikes():
+    cases = flat_styles()
+    assert len(cases) >= 150
+    assert sum(not want for *_, want in cases) >= len(cases) / 3
+
+
+@pytest.mark.parametrize("cat,pred,gold,want", flat_styles(), ids=lambda x: x if isinstance(x, str) else "")
+def test_style(cat, pred, gold, want):
+    ok, reason = check(pred, gold)
+    assert ok is want, f"[{cat}] {pred!r} vs {gold!r}: {reason}"
+
+
+# --- several boxes, and answers without a box ------------------------------------------------------
+@pytest.mark.parametrize("completion,gold,want", [
+    ("the roots are \\boxed{3} and \\boxed{-5}.", "-5, 3", 1.0),
+    ("so \\boxed{3} and \\boxed{-5}", "3, -5", 1.0),
+    ("\\boxed{1} then \\boxed{3} and \\boxed{-5}", "3, -5", 1.0),            # the last two boxes
+    ("\\boxed{3} and \\boxed{5}", "-5, 3", 0.0),
+    ("\\boxed{3}", "-5, 3", 0.0),                                           # half of the answer
+    ("\\boxed{3} and \\boxed{-5}", "3", 0.0),                               # the gold has one answer: the last box
+    ("\\boxed{-5} ... \\boxed{3}", "3", 1.0),
+    ("\\boxed{1 + \\sqrt{2}}, \\boxed{1 - \\sqrt{2}}", "1 \\pm \\sqrt{2}", 1.0),
+    ("\\boxed{(1,2)} and \\boxed{(3,4)}", "(3,4), (1,2)", 1.0),
+])
+def test_several_boxes_against_a_list(completion, gold, want):
+    assert rewards([completion], [gold]) == [want]
+
+
+@pytest.mark.parametrize("text,want", [
+    ("We get\n\\[\nx = \\frac{1}{2}\n\\]\nwhich is the answer.", "x = \\frac{1}{2}"),
+    ("so $$42$$", "42"),
+    ("Work...\nFinal Answer: 17\n", "17"),
+    ("Final answer: The final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}"),
+    ("the result is 3, then 4", "4"),                                       # the last number, last of all
+    ("nothing numeric here", None),
+])
+def test_answers_without_a_box_behind_the_fallback_option(text, want):
+    assert extract_answer(text, fallback=True) == want
+    assert extract_answer(text) is None                                     # the default: no box, no answer
+
+
+def test_the_box_wins_over_every_fallback():
+    assert extract_answer("\\[ 5 \\]\nFinal Answer: 6\n\\boxed{7}", fallback=True) == "7"
+    assert rewards(["Final Answer: 17"], ["17"]) == [0.0]                   # training: no box, no reward
+    assert rewards(["Final Answer: 17"], ["17"], fallback=True) == [1.0]

@@ -55,34 +55,6 @@ def test_dpo_loss_and_kl_paths_run(tmp_path, tiny_model_dir):
     assert any(r["ratio_mean"] != 1.0 and r["kl"] > 0 for r in updated)
 
 
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model_dir, monkeypatch):
-    common = dict(steps=5, schedule="cosine", warmup_steps=1, lr=1e-3)
-    train.main(small_run_args(tmp_path, tiny_model_dir, out_dir=str(tmp_path / "straight"), **common))
-
-    real_step = train.train_step
-
-    def ctrl_c_during_step_2(step, *a, **k):
-        if step == 2:
-            os.kill(os.getpid(), signal.SIGINT)         # Ctrl-C arrives in the middle of a step
-        return real_step(step, *a, **k)
-    monkeypatch.setattr(train, "train_step", ctrl_c_during_step_2)
-    with pytest.raises(SystemExit) as stopped:
-        train.main(small_run_args(tmp_path, tiny_model_dir, out_dir=str(tmp_path / "resumed"), **common))
-    assert stopped.value.code == 130
-    ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
-    assert ckpt["step"] == 3                            # the step in flight finished, then it saved
-    monkeypatch.setattr(train, "train_step", real_step)
-    train.main(small_run_args(tmp_path, tiny_model_dir, out_dir=str(tmp_path / "resumed"), resume=True, **common))
-
-    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
-    assert a["step"] == b["step"] == 5
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    rows = [json.loads(line) for line in open(tmp_path / "resumed" / "metrics.jsonl")]
-    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
-
-
 @pytest.mark.parametrize("loss,aggregation,beta", [("grpo", "seq_mean", 0.0), ("grpo", "token_mean", 0.0),
                                                    ("grpo", "seq_sum", 0.0), ("grpo", "token_mean", 0.1),
                                                    ("dpo", "seq_mean", 0.0)])
@@ -240,7 +212,7 @@ def readme_command(script):
     import shlex
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     text = open(os.path.join(root, "README.md")).read()
-    section = text.split("## Reproducing on one GPU", 1)[1].split("\n## ", 1)[0]
+    section = text.split("## A real model, and the paper's table", 1)[1].split("\n## ", 1)[0]
     joined = section.replace("\\\n", " ")
     line = next(ln for ln in joined.splitlines() if ln.strip().startswith(f"python {script}"))
     return shlex.split(line)[2:]
@@ -263,7 +235,7 @@ def override(argv, **new):
 
 
 def test_one_gpu_recipe_from_the_readme_runs_on_a_tiny_qwen2(tmp_path):
-    import eval as evaluation
+    import suite
     model_dir = tiny_chat_model(tmp_path / "tiny-qwen2")
     rows = [json.dumps({"problem": f"What is {a} + {a}?", "answer": str(2 * a), "level": "Level 1"})
             for a in range(6)]
@@ -276,9 +248,8 @@ def test_one_gpu_recipe_from_the_readme_runs_on_a_tiny_qwen2(tmp_path):
     assert summary["rollouts"] == 3 * 4 * 2
     cfg = json.load(open(tmp_path / "run" / "config.json"))
     assert cfg["gradient_checkpointing"] and cfg["eps_high"] == 0.28 and cfg["template"] == "auto"
-    ev = override(readme_command("eval.py"), model=tmp_path / "run" / "model", batch_size=8)
-    assert ev[ev.index("--suite") + 1] == "paper"
-    res = evaluation.main(ev + ["--data-dir", str(benchmark_files(tmp_path / "benchmarks")), "--samples", "2",
+    ev = override(readme_command("suite.py"), model=tmp_path / "run" / "model", batch_size=8)
+    res = suite.main(ev + ["--data-dir", str(benchmark_files(tmp_path / "benchmarks")), "--samples", "2",
                                "--max-new-tokens", "6", "--out", str(tmp_path / "suite")])
     assert list(res) == ["MATH-500", "AMC 2023", "Minerva", "AIME 2025", "OlympiadBench"]
     assert all(s["problems"] == 3 and "mean@2" in s for s in res.values())
@@ -297,24 +268,8 @@ def flags_table():
 
 def test_readme_documents_every_flag_and_its_default():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    readme = open(os.path.join(root, "README.md")).read()
-    assert flags_table() in readme, "README flag table is out of date: paste tests/test_train.py::flags_table()"
-
-
-@pytest.mark.parametrize("damage", ["truncated", "not a checkpoint"])
-def test_an_unreadable_checkpoint_is_named_with_what_to_do(tmp_path, tiny_model_dir, damage, capsys):
-    args = small_run_args(tmp_path, tiny_model_dir, steps=2)
-    train.main(args)
-    path = tmp_path / "run" / "checkpoint.pt"
-    if damage == "truncated":
-        path.write_bytes(path.read_bytes()[:1000])
-    else:
-        torch.save({"weights": 1}, path)
-    with pytest.raises(SystemExit) as e:
-        train.main(args + ["--resume", "--steps", "3"])
-    msg = str(e.value)
-    assert msg.startswith(f"error: {path} cannot be resumed from") and "Start over without --resume" in msg
-    assert "\n" not in msg
+    page = open(os.path.join(root, "docs", "training.md")).read()
+    assert flags_table() in page, "docs/training.md flag table is out of date: paste tests/test_train.py::flags_table()"
 
 
 def test_the_learning_rate_follows_the_step_also_when_a_step_makes_no_update():

@@ -2,8 +2,8 @@
 did to the first update's ratio before train.py took pi_old from the training forward, and the KV
 cache's bytes per token.
 
-    python bench/precision.py                          # CPU: tiny model and a 1.5B shape cut to 2 layers
-    python bench/precision.py --device cuda --layers 28 --rows 64 --new-tokens 256    # a GPU
+    python bench/sampler_gap.py                          # CPU: tiny model and a 1.5B shape cut to 2 layers
+    python bench/sampler_gap.py --device cuda --layers 28 --rows 64 --new-tokens 256    # a GPU
 
 For each --dtype (float32, mixed = fp32 weights + bf16 autocast, bfloat16) and each shape, it samples
 `rows` completions with rollout.sample, recomputes their log-probs with rollout.sequence_logprobs as
@@ -30,9 +30,10 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import kv_cache  # noqa: E402
 import rollout  # noqa: E402
-from data import autocast, precision  # noqa: E402
 from grpo import grpo_loss  # noqa: E402
+from precision import autocast, precision  # noqa: E402
 
 SHAPE_1_5B = dict(hidden_size=1536, intermediate_size=8960, num_attention_heads=12, num_key_value_heads=2,
                   vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=4096)
@@ -42,7 +43,7 @@ def build(shape, layers, device, dtype):
     """A random Qwen2 of `shape` ("tiny": the built-in model's config) with `layers` layers, weights in
     the --dtype's weight dtype."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
-    from data import DTYPES
+    from precision import DTYPES
     from tiny_model import tiny_model_config
     cfg = tiny_model_config() if shape == "tiny" else Qwen2Config(**SHAPE_1_5B, num_hidden_layers=layers)
     torch.manual_seed(0)
@@ -53,19 +54,19 @@ def kv_bytes_per_token(model, prompt, device, dtype):
     """(bytes per token as the cache stores them, bytes per token as the keys and values reach it), all
     layers, read from the cache layers of one short sampling call."""
     layers, reached = [], []
-    real = rollout.PreallocatedLayer.update
+    real = kv_cache.PreallocatedLayer.update
 
     def spy(self, k, v, *a, **kw):                      # the first call of each layer is the prefill
         if not self.is_initialized:
             layers.append(self)
             reached.append(k[0, :, 0].nbytes + v[0, :, 0].nbytes)
         return real(self, k, v, *a, **kw)
-    rollout.PreallocatedLayer.update = spy
+    kv_cache.PreallocatedLayer.update = spy
     try:
         with autocast(device, dtype):
             rollout.sample(model, [prompt], n=1, max_new_tokens=1, seed=0)
     finally:
-        rollout.PreallocatedLayer.update = real
+        kv_cache.PreallocatedLayer.update = real
     return sum(layer.k_store[0, :, 0].nbytes + layer.v_store[0, :, 0].nbytes for layer in layers), sum(reached)
 
 
@@ -105,7 +106,7 @@ def main(argv=None):
     ap.add_argument("--new-tokens", type=int, default=32)
     args = ap.parse_args(argv)
     torch.set_num_threads(min(torch.get_num_threads(), 16))
-    command = " ".join(["python bench/precision.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python bench/sampler_gap.py", *(argv if argv is not None else sys.argv[1:])])
     lines = [f"precision, `{command}` (torch {torch.__version__}, {args.device}; {args.rows} completions x "
              f"{args.new_tokens} tokens)", "",
              "| shape | --dtype | gap mean | gap max | before: ratio mean / clip frac / off > 1% | after: ratio mean / "

@@ -1,4 +1,4 @@
-"""The README's recipes per card: the table is what bench/recipes.py prints, and every row's flags,
+"""The recipes per card of docs/gpu.md: the table is what bench/recipes.py prints, and every row's flags,
 run with --plan on a config of that model's shape, give the row's verdict."""
 
 import importlib.util
@@ -19,9 +19,9 @@ BASE = ["--group-size", "2", "--prompts-per-step", "64", "--max-new-tokens", "10
 
 
 def readme_rows():
-    text = open(os.path.join(ROOT, "README.md")).read()
+    text = open(os.path.join(ROOT, "docs", "gpu.md")).read()
     table = recipes.table()
-    assert table in text, "README recipe table is out of date: paste the output of python bench/recipes.py"
+    assert table in text, "docs/gpu.md recipe table is out of date: paste the output of python bench/recipes.py"
     return [line.strip("|").split("|") for line in table.splitlines()[2:]]
 
 
