@@ -125,6 +125,12 @@ class _Parser:
         if self.depth > MAX_DEPTH:
             raise Refused("nested too deeply")
 
+    def function_value(self):
+        """True when a letter is followed by a number alone in parentheses, "(2)" or "(-1)": f(2) is the value
+        of f at 2 (no one writes x * 2 as x(2)); x(x + 1) stays a product."""
+        k = 2 if self.peek(1) == ("p", "-") else 1
+        return self.peek() == ("p", "(") and self.peek(k)[0] == "num" and self.peek(k + 1) == ("p", ")")
+
     def parse(self):
         out = self.expr()
         if self.peek()[0] is not None:
@@ -225,6 +231,8 @@ class _Parser:
                 self.take()
                 sub = self.take()[1] if self.peek() != ("p", "{") else self._subscript()
                 out = sympy.Symbol(f"{val}_{sub}")
+            elif val not in "ei" and self.function_value():   # I(0), f(2): a function's value, not I * 0
+                out = sympy.Function(val)(self.group())
         elif kind == "p" and val in ("(", "[", "{"):
             close = {"(": ")", "[": "]", "{": "}"}[val]
             out = self.expr()

@@ -1,24 +1,43 @@
 """reward.py: is the model's final answer right? Extract it, then check it, safely.
 
 Chapter 3 of the tutorial. The reward is the only supervision GRPO gets, so the checker must be
-right (a correct answer judged wrong teaches nothing) and safe (model text is untrusted input).
+right both ways: a right answer judged wrong teaches nothing, and a wrong answer judged right is a
+reward the policy learns to collect (bench/reward_hacking.py tries 27,000 such completions on real
+gold answers; none is paid). And it must be safe: model text is untrusted input.
 
-    extract_answer(completion)  -> the last \\boxed{...} / \\fbox{...}, GSM8K's "#### N", "the answer is N"
-    is_equiv(pred, gold)        -> True / False, in four steps, stopping at the first decisive one:
-        1. normalized strings are equal        ("\\dfrac12" == "\\frac{1}{2}", "1,000" == "1000")
-        2. both are plain numbers              (exact for rationals: "0.5" == "1/2" == "50\\%")
-        3. both parse to expressions           (our own parser -> sympy, numeric spot-check, simplify)
-        4. structures                          (tuples, intervals, sets, lists, equations, matrices)
-    rewards(completions, golds) -> [1.0 or 0.0, ...]   the batch API that train.py calls
+    rewards(completions, golds) -> [1.0 or 0.0, ...]    what train.py calls (eval.py: judge, the same)
+    extract_answer(completion)  -> the boxed answer, else GSM8K's "#### N", else "the answer is N"
+    is_equiv(pred, gold)        -> True / False, in five steps, stopping at the first decisive one:
+        0. units                       differing units are not equal ("7 meters" is not "7 feet")
+        1. normalized strings          ("\\dfrac12" == "\\frac{1}{2}", "1,000" == "1000")
+        2. both plain numbers          (exact for rationals: "0.5" == "1/2" == "50\\%")
+        3. labels and chains           ("x = 5" against 5; "\\sqrt{256} = 16" against 16)
+        4. structures                  (tuples, intervals, sets, lists, equations, matrices)
+        5. expressions                 (our own parser -> sympy, numeric spot-check, simplify)
 
-Safety: model text never reaches eval, exec, sympify, parse_expr or parse_latex. A small recursive-
-descent parser below turns a whitelisted subset of LaTeX/plain math into sympy objects, and refuses
-anything else. Sizes are bounded before sympy sees them (input length, nesting depth, digits,
-exponents, factorials), and sympy runs under a hard timeout (SIGALRM in the main thread: no thread or
-process is left behind). Any failure means "not equal", with a reason for logging; nothing raises.
+What counts as the same answer, and what does not (tests/test_reward.py holds each as a case):
+
+    equal                                             not equal
+    the last box: "\\boxed{12}, so ... \\boxed{15}" = 15   boxes listed one by one are one list:
+                                                      "\\boxed{3} or \\boxed{5}" is "3, 5", not 5
+    "x = 5", "f(2) = 5", "PQ = 5", "(a, b) = (4, 1)"  "x = x", "7 = 7": they state nothing
+      against the value (a label is one variable)     "11a + c" against "7 = 11a + c" (one side)
+    an equivalent equation: "x + y = 5" =             "x + y = 6"; "25" against "x^2 + y^2 = 25"
+      "2x + 2y - 10 = 0" (terms moved, scaled)
+    a computed chain "\\sqrt{324-68} = 16" against 16  "7 \\text{ meters}" against "7 \\text{ feet}"
+    "7 \\text{ cm}" against 7 (a unit on one side)     "98.995" against "70\\sqrt{2}" (an approximation)
+    a decimal of 10+ significant digits for an exact  "0.333" against "\\frac{1}{3}"
+      value: "0.3333333333" = "\\frac{1}{3}"
+    a list in any order, "\\pm" as its two values     a list with one more or one less item
+    "x > 3" and "(3, \\infty)"                          "I(0)" and 0 (a function's value is no product)
+
+Safety: model text never reaches eval, exec, sympify, parse_expr or parse_latex. mathparse.py, a
+small recursive-descent parser, turns a whitelisted subset of LaTeX/plain math into sympy objects,
+and refuses anything else. Sizes are bounded before sympy sees them (input length, nesting depth,
+digits, exponents, factorials), and sympy runs under a hard timeout (SIGALRM in the main thread: no
+thread or process is left behind). Any failure means "not equal", with a reason for logging.
 """
 
-import functools
 import math
 import random
 import re
@@ -26,12 +45,50 @@ from fractions import Fraction
 
 import sympy
 
-from mathparse import (DEFAULT_TIMEOUT, MAX_ANSWER_CHARS, MAX_COMPLETION_CHARS, Refused, _Timeout, parse_expression,
-                       time_limit)
+from mathparse import (DEFAULT_TIMEOUT, MAX_ANSWER_CHARS, MAX_COMPLETION_CHARS, Refused, _Timeout,
+                       parse_expression, time_limit)
 
 # ---------------------------------------------------------------------------------------------------
-# Extraction
+# The reward: what train.py and eval.py call
 # ---------------------------------------------------------------------------------------------------
+def rewards(completions, golds, timeout=DEFAULT_TIMEOUT, fallback=False):
+    """1.0 for each completion whose final answer (extract_answer) equals its gold answer, else 0.0.
+
+    completions, golds: lists of strings, same length. Repeated (answer, gold) pairs in the batch
+    (common: G rollouts of one prompt often agree) are judged once. fallback: see extract_answer (off
+    for training: no box, no reward).
+    """
+    if len(completions) != len(golds):
+        raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
+    judged = {}
+    out = []
+    for text, gold in zip(completions, golds):
+        key = (extract_answer(text, fallback), gold)
+        if key not in judged:
+            judged[key] = 1.0 if is_equiv(key[0], gold, timeout) else 0.0
+        out.append(judged[key])
+    return out
+
+
+def judge(completion, gold, timeout=DEFAULT_TIMEOUT, fallback=False):
+    """(the answer read, right?) for one completion (eval.py logs both)."""
+    pred = extract_answer(completion, fallback)
+    return pred, is_equiv(pred, gold, timeout)
+
+
+def gold_answer(text):
+    """A dataset's gold answer field: GSM8K's "... #### 42" -> "42"; anything else as it is."""
+    if "####" in text:
+        return text.rsplit("####", 1)[1].strip().replace(",", "")
+    return text.strip()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Extraction: the final answer of a completion
+# ---------------------------------------------------------------------------------------------------
+MAX_BOXES = 20                  # a run of more boxes than this states no answer
+
+
 def _braced(text, start):
     """The content of the {...} group whose '{' is at text[start], or None if it never closes."""
     depth = 0
@@ -47,11 +104,11 @@ def _braced(text, start):
     return None
 
 
-def boxes(text, limit=100):
-    """Contents of the \\boxed{...} / \\fbox{...} groups of text, last first, at most `limit` of them;
-    an unbalanced box is passed over; "\\boxed 5" (no braces) is one token."""
+def box_spans(text, limit=100):
+    """(start, end, content) of the \\boxed{...} / \\fbox{...} groups of text, last first, at most
+    `limit` of them; an unbalanced box is passed over; "\\boxed 5" (no braces) is one token."""
     out, pos = [], len(text)
-    for _ in range(limit):
+    while len(out) < limit:
         pos = max(text.rfind("\\boxed", 0, pos), text.rfind("\\fbox", 0, pos))
         if pos < 0:
             break
@@ -61,17 +118,53 @@ def boxes(text, limit=100):
         if j < len(text) and text[j] == "{":
             inner = _braced(text, j)
             if inner is not None:
-                out.append(inner)
+                out.append((pos, j + len(inner) + 2, inner))
         elif j < len(text):
             m = re.match(r"[^\s$]+", text[j:j + MAX_ANSWER_CHARS])
             if m:
-                out.append(m.group(0))
+                out.append((pos, j + m.end(), m.group(0)))
     return out
 
 
+def boxes(text, limit=100):
+    """Contents of the boxes of text, last first (box_spans)."""
+    return [inner for _, _, inner in box_spans(text, limit)]
+
+
+# what may stand between boxes that list answers one by one: spaces, commas, "and", "or", $, \quad
+_LISTING = re.compile(r"(?:\s|[,;&$]|\\[,;:! ]|\\q?quad|\\text\s*{\s*(?:and|or)\s*}|\band\b|\bor\b)*")
+
+
+def boxed_answer(text):
+    """The boxed answer of a completion, one rule for several boxes: the last box, together with the
+    boxes just before it that only list-separators part from it ("\\boxed{3} and \\boxed{-5}",
+    "\\boxed{3}, \\boxed{5}", "\\boxed{3} or \\boxed{5}" are the lists "3, -5", "3, 5", "3, 5"; a box
+    repeated is one). Earlier boxes with words between are working, not the answer: "\\boxed{12}, so
+    the area is \\boxed{15}" answers 15. More than MAX_BOXES listed boxes answer nothing (""). None
+    when there is no box."""
+    spans = box_spans(text, MAX_BOXES + 1)
+    if not spans:
+        return None
+    run = spans[:1]
+    for span in spans[1:]:
+        if not _LISTING.fullmatch(text[span[1]:run[-1][0]]):
+            break
+        run.append(span)
+    if len(run) > MAX_BOXES:
+        return ""
+    items = []
+    for _, _, inner in reversed(run):          # in the order written, each answer once (however written:
+        inner = inner.strip()                  # "\\boxed{15\\frac{39}{40}} or \\boxed{\\frac{639}{40}}": one)
+        if not any(inner.replace(" ", "") == x.replace(" ", "")
+                   or (len(run) <= 4 and is_equiv(inner, x, 0.25)) for x in items):
+            items.append(inner)
+    return ", ".join(items)
+
+
 def last_boxed(text):
-    """Content of the last \\boxed{...} or \\fbox{...} with balanced braces, else None."""
-    found = boxes(text, limit=100)
+    """Content of the last \\boxed{...} or \\fbox{...} with balanced braces, else None (a dataset's
+    reference solution: data.py reads Minerva's gold answers with it)."""
+    found = boxes(text, limit=1)
     return found[0] if found else None
 
 
@@ -81,14 +174,16 @@ _NUMBER = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
 def extract_answer(text, fallback=False):
     """The final answer a completion gives, as a string, or None.
 
-    In order: the last \\boxed{}/\\fbox{}; GSM8K's "#### N"; "the answer is X". With fallback=True
-    (for evaluating models that do not box; training keeps "no box, no reward"), then: a "Final
-    Answer: X" line, the last display-math block \\[...\\] or $$...$$, and the last number.
+    In order: its boxed answer (boxed_answer: the last \\boxed{}/\\fbox{}, or the boxes that list the
+    answers one by one); GSM8K's "#### N"; "the answer is X". With fallback=True (for evaluating
+    models that do not box; training keeps "no box, no reward"), then: a "Final Answer: X" line, the
+    last display-math block \\[...\\] or $$...$$, and the last number. An answer stated in math
+    delimiters ($X$, \\(X\\), \\[X\\]) is X.
     """
     if not isinstance(text, str):
         return None
     text = text[-MAX_COMPLETION_CHARS:]
-    boxed = last_boxed(text)
+    boxed = boxed_answer(text)
     if boxed is not None:
         return boxed.strip()
     hashes = text.rfind("####")
@@ -98,23 +193,34 @@ def extract_answer(text, fallback=False):
             return m.group(1).strip()
     idx = text.lower().rfind("the answer is")
     if idx >= 0:
-        m = re.match(r"\s*:?\s*([^\n]{1,%d})" % MAX_ANSWER_CHARS, text[idx + 13:])
-        if m:
-            return _sentence(m.group(1))
+        stated = _stated(re.sub(r"^\s*:?\s*", "", text[idx + 13:idx + 13 + 2 * MAX_ANSWER_CHARS]))
+        if stated:
+            return stated
     if not fallback:
         return None
     idx = text.lower().rfind("final answer")
     if idx >= 0:
-        m = re.match(r"\s*(?:is)?\s*:?\s*(?:the final answer is)?\s*:?\s*([^\n]{1,%d})" % MAX_ANSWER_CHARS,
-                     text[idx + 12:], re.IGNORECASE)
-        if m and _sentence(m.group(1)):
-            return _sentence(m.group(1))
+        rest = text[idx + 12:idx + 12 + 2 * MAX_ANSWER_CHARS]
+        stated = _stated(re.sub(r"^\s*(?:is)?\s*:?\s*(?:the final answer is)?\s*:?\s*", "", rest, flags=re.I))
+        if stated:
+            return stated
     blocks = re.findall(r"\\\[(.{1,%d}?)\\\]|\$\$(.{1,%d}?)\$\$" % (MAX_ANSWER_CHARS, MAX_ANSWER_CHARS),
                         text[-20_000:], re.DOTALL)
     if blocks:
         return (blocks[-1][0] or blocks[-1][1]).strip()
     nums = re.findall(_NUMBER, text[-10_000:])
     return nums[-1] if nums else None
+
+
+def _stated(rest):
+    """The answer at the start of `rest` (the text after "the answer is" / "Final Answer:"): the
+    content of a math block ($...$, $$...$$, \\[...\\], \\(...\\)) that opens it, else its sentence."""
+    for opening, closing in (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")):
+        if rest.startswith(opening):
+            end = rest.find(closing, len(opening))
+            if end > len(opening):
+                return rest[len(opening):end].strip().rstrip(".").strip()
+    return _sentence(rest.split("\n", 1)[0])
 
 
 def _sentence(ans):
@@ -133,9 +239,44 @@ _UNITS = ("square units", "sq units", "units", "unit", "cm", "mm", "km", "meters
 _UNIT_RE = re.compile(r"(?<=[\d}.)])\s*(?:%s)\^?\d?$" % "|".join(re.escape(u) for u in _UNITS))
 
 
+_UNIT_ALIASES = {"feet": "foot", "ft": "foot", "inches": "inch", "in": "inch", "cm": "centimeter",
+                 "mm": "millimeter", "km": "kilometer", "m": "meter", "hr": "hour", "hrs": "hour",
+                 "h": "hour",
+                 "min": "minute", "mins": "minute", "sec": "second", "secs": "second", "s": "second",
+                 "g": "gram", "kg": "kilogram", "lb": "pound", "lbs": "pound", "people": "person"}
+_UNIT_TEXT = re.compile(r"(?<=[\d}.)\s])\s*\\text\s*{\s*([^{}]*?)\s*}\s*(?:\^\s*{?\s*([23])\s*}?)?\s*$")
+_UNIT_WORD = re.compile(r"(?<=[\d}.)])\s*(%s)\s*(?:\^\s*{?\s*([23])\s*}?)?\s*$"
+                        % "|".join(re.escape(u) for u in _UNITS))
+
+
+def units(s):
+    """The unit written after an answer's number, in one spelling ("7 \\text{ meters}" -> "meter",
+    "6 square units" -> "unit^2", "24 \\text{ cm}^2" -> "centimeter^2", "30^\\circ" -> "degree"), or ""
+    when it has none. Answers with different units are not equal (checked before the numbers are)."""
+    tail = s[max(s.rfind(d) for d in "0123456789"):] if re.search(r"\d", s) else ""
+    if not re.search(r"[a-zA-Z\u00b0]", tail):              # nothing after the last digit: no unit
+        return ""
+    s = re.sub(r"\\(?:mbox|mathrm|textbf|textit|textnormal|textrm|textsf)\s*{", r"\\text{",
+               s.strip().rstrip("."))
+    if re.search(r"\d\s*(?:\^\s*{\s*\\circ\s*}|\^\s*\\circ|\u00b0|\\text\s*{\s*degrees?\s*})\s*$", s):
+        return "degree"
+    m = _UNIT_TEXT.search(s) or _UNIT_WORD.search(s)
+    if not m or not re.search(r"\d", s[:m.start()]) or not re.search(r"[a-zA-Z]", m.group(1)):
+        return ""
+    words, power = m.group(1).lower().replace(".", " ").split(), m.group(2) or ""
+    if words and words[0] in ("square", "sq", "cubic", "cu"):
+        power, words = ("2" if words[0] in ("square", "sq") else "3"), words[1:]
+    if not words or words[0] in ("and", "or"):
+        return ""
+    singular = [_UNIT_ALIASES.get(w, w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w)
+                for w in words]
+    return " ".join(singular) + (f"^{power}" if power else "")
+
+
 def _unwrap_text(s):
     """\\text{...} and friends: units after a number are dropped, words are kept as plain text."""
-    s = re.sub(r"\\(?:mbox|mathrm|textbf|mathbf|textit|textnormal|textrm|textsf|operatorname)\s*{", r"\\text{", s)
+    s = re.sub(r"\\(?:mbox|mathrm|textbf|mathbf|textit|textnormal|textrm|textsf|operatorname)\s*{",
+               r"\\text{", s)
     stripped = re.sub(r"\\text\s*{[^{}]*}(?:\^\s*{?\d}?)?", "", s)   # a unit, maybe squared
     if re.search(r"\d", stripped) and stripped.strip() not in ("", "(", ")"):
         return stripped                          # "5.4 \text{ cents}" -> "5.4"
@@ -161,7 +302,8 @@ def normalize(s):
     s = re.sub(r"\\lt(?![a-zA-Z])", "<", s)
     s = re.sub(r"\\gt(?![a-zA-Z])", ">", s)
     s = re.sub(r"\\operatorname\s*{(gcd|lcm|min|max)}", r"\\\1", s)
-    if re.search(r"\d", s):                                 # "3 and -5", "x = 3 \text{ or } x = -5", "3; -5"
+    if re.search(r"\d", s):                # "3 and -5", "x = 3 \text{ or } x = -5", "3; -5", "3 \quad 5"
+        s = re.sub(r"\s*\\q?quad\s*(?!\\text|\\mathrm|\\mbox|$)", ", ", s)
         s = re.sub(r"\\text\s*{\s*(?:and|or)\s*}|(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z])", ",", s)
         s = s.replace(";", ",")
     s = re.sub(r"\^\s*{\s*\\circ\s*}|\^\s*\\circ|\u00b0", "", s)
@@ -205,70 +347,32 @@ def parse_number(s):
         if den == 0:
             return None
         return (-1 if m.group(1) else 1) * Fraction(num, den)
-    m = re.fullmatch(r"(-?(?:\d+\.?\d*|\.\d+))(?:[eE]([+-]?\d{1,4})|(?:\\times|\\cdot|\*)10\^{?([+-]?\d{1,4})}?)?", s)
+    # a decimal, maybe with an exponent: 1.5, 1.5e3, 1.5\times10^{3}
+    m = re.fullmatch(r"(-?(?:\d+\.?\d*|\.\d+))(?:[eE]([+-]?\d{1,4})"
+                     r"|(?:\\times|\\cdot|\*)10\^{?([+-]?\d{1,4})}?)?", s)
     if m:
         exp = int(m.group(2) or m.group(3) or 0)
         return Fraction(m.group(1)) * Fraction(10) ** exp
     return None
 
 
-# ---------------------------------------------------------------------------------------------------
-# Step 3: expressions (parsed by mathparse.py, our own whitelisted parser -> sympy)
-# ---------------------------------------------------------------------------------------------------
-def _numeric(x, point, prec=30):
-    """x evaluated at `point` ({symbol: Float}) as a complex number, or None where undefined.
-    (evalf with subs= evaluates in floating point: no exact power towers are ever expanded.)"""
-    v = sympy.N(x, prec, subs=point)
-    if v.has(sympy.nan, sympy.zoo) or not v.is_number:
-        return None
-    try:
-        return complex(v)
-    except (TypeError, ValueError):
-        return None
+def _percent_word(s):
+    """"50 percent" is "50\\%"."""
+    return re.sub(r"\s*(?:\\text\s*{\s*percent\s*}|percent)\s*\.?\s*$", r"\\%", s) if "percent" in s else s
 
 
-def _close(a, b, tol):
-    if a == b:
-        return True
-    if any(math.isinf(abs(z)) or math.isnan(abs(z)) for z in (a, b)):
+def _rounds_to(text, value, other):
+    """True when `text` is a decimal of 10 or more significant digits that rounds or truncates the
+    exact number `other`: |value - other| < one unit of its last digit. Shorter decimals must be
+    exact against a rational gold ("express as a common fraction": 0.0714 is not 1/14)."""
+    m = re.fullmatch(r"-?(\d*)\.(\d+)", text)
+    if not m or other is None or len((m.group(1) + m.group(2)).lstrip("0")) < 10:
         return False
-    return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
-
-
-def expressions_equal(a, b, approx=False, allow_simplify=True):
-    """True iff sympy expressions a and b have the same value (as functions of their variables).
-
-    Exact rationals compare exactly. Otherwise both are evaluated numerically (at 3 random points if
-    they have variables); relative tolerance 1e-6 when a side was written as a decimal (approx), else
-    1e-12. Where numeric evaluation is not conclusive, simplify(a - b) == 0 decides.
-    """
-    if a == b:
-        return True
-    if a.is_Rational and b.is_Rational:
-        return False
-    if a.has(sympy.oo, -sympy.oo) or b.has(sympy.oo, -sympy.oo):
-        return False
-    tol = 1e-6 if approx else 1e-12
-    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
-    rng = random.Random(1234)
-    conclusive = True
-    for _ in range(3 if symbols else 1):
-        point = {s: sympy.Float(rng.uniform(0.5, 3.0), 30) for s in symbols}
-        va, vb = _numeric(a, point), _numeric(b, point)
-        if va is None or vb is None:
-            conclusive = False
-            break
-        if not _close(va, vb, tol):
-            return False
-    if conclusive:
-        return True
-    if not allow_simplify:
-        return False
-    return sympy.simplify(a - b) == 0
+    return abs(value - other) < Fraction(1, 10 ** len(m.group(2)))
 
 
 # ---------------------------------------------------------------------------------------------------
-# Step 4: structures
+# Steps 3 and 4: labels, chains and structures (tuples, intervals, sets, lists, equations, matrices)
 # ---------------------------------------------------------------------------------------------------
 _OPEN, _CLOSE = "([{", ")]}"
 
@@ -308,7 +412,7 @@ def structure(s):
     ("pm", items) for "a \\pm b", ("eq", (lhs, rhs)), ("atom", s). An inequality in one variable is
     the interval it describes, a "seq": "x > 3" is (3, \\infty), "-4 \\le x \\le 9" is [-4, 9].
     """
-    m = re.fullmatch(r"\\begin{([pbvB]?matrix|array)}(?:{[^{}]*})?(.*)\\end{\1}", s)
+    m = re.fullmatch(r"[\[(]?\s*\\begin{([pbvB]?matrix|array)}(?:{[^{}]*})?(.*)\\end{\1}\s*[\])]?", s)
     if m:
         rows = [r for r in m.group(2).split("\\\\") if r]
         return "matrix", [r.split("&") for r in rows]
@@ -316,6 +420,8 @@ def structure(s):
         return "union", split_top(s, "\\cup")
     if s.startswith("\\{") and s.endswith("\\}") and _balanced(s[2:-2]):
         return "set", split_top(s[2:-2])
+    if s.startswith("{") and s.endswith("}") and _balanced(s[1:-1]) and len(split_top(s[1:-1])) > 1:
+        return "set", split_top(s[1:-1])                         # a bare-brace list: {2, 3, 5, 7}
     if len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _balanced(s[1:-1]):
         items = split_top(s[1:-1])
         if len(items) > 1:
@@ -378,6 +484,24 @@ def inequality_interval(s):
     return ("[" if lo_closed else "("), ("]" if hi_closed else ")"), [sympy.latex(lo), sympy.latex(hi)]
 
 
+def _proportional(a, b):
+    """a = c b for a constant c != 0, checked at 3 random points: lhs - rhs of the same equation with
+    its terms moved and both sides scaled ("2x + 2y = 10" and "x + y = 5")."""
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+    if not symbols:
+        return False
+    rng, ratio = random.Random(4321), None
+    for _ in range(3):
+        point = {s: sympy.Float(rng.uniform(0.5, 3.0), 30) for s in symbols}
+        va, vb = _numeric(a, point), _numeric(b, point)
+        if va is None or vb is None or abs(va) < 1e-12 or abs(vb) < 1e-12:
+            return False
+        if ratio is not None and not _close(va / vb, ratio, 1e-9):
+            return False
+        ratio = va / vb
+    return True
+
+
 def _unordered_equal(xs, ys, eq):
     if len(xs) != len(ys):
         return False
@@ -392,15 +516,24 @@ def _unordered_equal(xs, ys, eq):
     return True
 
 
+def _expand_pm(items):
+    """Items of a set or list, with an item "a \\pm b" as its two values a + b, a - b."""
+    out = []
+    for x in items:
+        out += [x.replace("\\pm", "+"), x.replace("\\pm", "-")] if x.count("\\pm") == 1 else [x]
+    return out
+
+
 def _text_key(s):
     """Case- and space-insensitive form for text answers; "(C)" and "C" are the same choice."""
-    s = re.sub(r"\\text{([^{}]*)}", r"\1", s).lower().replace(" ", "")
-    m = re.fullmatch(r"\(([a-z])\)", s)
-    return m.group(1) if m else s
+    s = re.sub(r"\\text{([^{}]*)}", r"\1", s).replace(" ", "")
+    m = re.fullmatch(r"\(([A-Za-z])\)", s)
+    return (m.group(1) if m else s) if len(s) <= 3 else s.lower()     # letters keep their case: N is not n
 
 
-_LABEL = re.compile(r"\s*((?:[A-Za-z]{1,3}'*(?:_\{?\w+\}?)?(?:\([^()=]{0,20}\))?)|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))"
-                    r"\s*=(?!=)(.*)")
+# a label: a letter (x, r', x_1, f(2)), a segment or angle name (PQ, ABC), a tuple of letters ((a, b))
+_LABEL = re.compile(r"\s*((?:[A-Za-z]'*(?:_\{?\w+\}?)?(?:\([^()=]{0,20}\))?)|[A-Z]{2,3}"
+                    r"|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))\s*=(?!=)(.*)")
 
 
 def _label(s):
@@ -408,25 +541,70 @@ def _label(s):
     (and for lists: each item is looked at on its own)."""
     m = _LABEL.fullmatch(s)
     if m and len(split_top(s)) == 1 and m.group(2).strip():
-        return m.group(1), m.group(2).strip()
+        label, value = m.group(1), m.group(2).strip()
+        if label.replace(" ", "") != value.replace(" ", "") and len(split_top(value, "=")) == 1:
+            return label, value                  # not "x = x", and no label inside: "n = f(n) = n"
     return None, s
 
 
-def _percent_word(s):
-    """"50 percent" is "50\\%"."""
-    return re.sub(r"\s*(?:\\text\s*{\s*percent\s*}|percent)\s*\.?\s*$", r"\\%", s) if "percent" in s else s
+# ---------------------------------------------------------------------------------------------------
+# Step 5: expressions (parsed by mathparse.py, our own whitelisted parser -> sympy)
+# ---------------------------------------------------------------------------------------------------
+def _numeric(x, point, prec=30):
+    """x evaluated at `point` ({symbol: Float}) as a complex number, or None where undefined.
+    (evalf with subs= evaluates in floating point: no exact power towers are ever expanded.)"""
+    v = sympy.N(x, prec, subs=point)
+    if v.has(sympy.nan, sympy.zoo) or not v.is_number:
+        return None
+    try:
+        return complex(v)
+    except (TypeError, ValueError):
+        return None
 
 
-def _rounds_to(text, value, other):
-    """True when `text` is a decimal of 10 or more significant digits that rounds or truncates the
-    exact number `other`: |value - other| < one unit of its last digit. Shorter decimals must be
-    exact against a rational gold ("express as a common fraction": 0.0714 is not 1/14)."""
-    m = re.fullmatch(r"-?(\d*)\.(\d+)", text)
-    if not m or len((m.group(1) + m.group(2)).lstrip("0")) < 10:
+def _close(a, b, tol):
+    if a == b:
+        return True
+    if any(math.isinf(abs(z)) or math.isnan(abs(z)) for z in (a, b)):
         return False
-    return abs(value - other) < Fraction(1, 10 ** len(m.group(2)))
+    return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
 
 
+def expressions_equal(a, b, approx=False, allow_simplify=True):
+    """True iff sympy expressions a and b have the same value (as functions of their variables).
+
+    Exact rationals compare exactly. Otherwise both are evaluated numerically (at 3 random points if
+    they have variables); relative tolerance 1e-6 when a side was written as a decimal (approx), else
+    1e-12. Where numeric evaluation is not conclusive, simplify(a - b) == 0 decides.
+    """
+    if a == b:
+        return True
+    if a.is_Rational and b.is_Rational:
+        return False
+    if a.has(sympy.oo, -sympy.oo) or b.has(sympy.oo, -sympy.oo):
+        return False
+    tol = 1e-6 if approx else 1e-12
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+    rng = random.Random(1234)
+    conclusive = True
+    for _ in range(3 if symbols else 1):
+        point = {s: sympy.Float(rng.uniform(0.5, 3.0), 30) for s in symbols}
+        va, vb = _numeric(a, point), _numeric(b, point)
+        if va is None or vb is None:
+            conclusive = False
+            break
+        if not _close(va, vb, tol):
+            return False
+    if conclusive:
+        return True
+    if not allow_simplify:
+        return False
+    return sympy.simplify(a - b) == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# The checker: the steps in order, with a shared budget
+# ---------------------------------------------------------------------------------------------------
 class _Checker:
     """One is_equiv call: normalization, numbers, expressions, structures, with a shared budget."""
 
@@ -440,33 +618,41 @@ class _Checker:
         if depth > 8 or self.calls > 500:
             raise Refused("structure too large")
         pred, gold = _percent_word(pred), _percent_word(gold)
+        unit_p, unit_g = (units(pred), units(gold)) if pred != gold else ("", "")
+        if unit_p and unit_g and unit_p != unit_g:                 # "7 meters" is not "7 feet"
+            self.refused = f"different units: {unit_p} vs {unit_g}"
+            return False
         p, g = normalize(pred), normalize(gold)
         pc, gc = p.replace(" ", ""), g.replace(" ", "")
-        if pc == gc:                                            # step 1
+        if pc == gc:                                            # step 1: the same string
             return True
         if not pc or not gc:
             return False
-        pn, gn = parse_number(pc), parse_number(gc)             # step 2
+        pn, gn = parse_number(pc), parse_number(gc)             # step 2: numbers, exactly
         if pn is not None and gn is not None:
             if pn == gn:
                 return True
             # "50\%" against "0.5": a percent sign on one side only may also mean "divide by 100"
             return (("%" in pred and pn / 100 == gn) or ("%" in gold and gn / 100 == pn)
                     or _rounds_to(pc, pn, gn) or _rounds_to(gc, gn, pn))
-        sides = self.labels_and_chains(p, g, depth)             # "x = 5", "PQ = 6", "\sqrt{256} = 16"
+        sides = self.labels_and_chains(p, g, depth)             # step 3: "x = 5", "\sqrt{256} = 16"
         if sides is not None:
             return sides
-        kp, vp = structure(p)                                   # step 4 (structures come first
+        kp, vp = structure(p)                                   # step 4: structures (before step 5
         kg, vg = structure(g)                                   # so that (1,2) is not an expression)
         if kp != "atom" or kg != "atom":
             return self.structures_equal(kp, vp, kg, vg, depth)
         if _text_key(p) == _text_key(g):
             return True
-        try:                                                    # step 3
+        try:                                                    # step 5: expressions
             ep, eg = parse_expression(p), parse_expression(g)
         except Refused as e:
             self.refused = str(e)
             return False
+        if (pn is None) != (gn is None) and not (ep.free_symbols or eg.free_symbols):  # number vs exact one
+            text, value, exact = (pc, pn, eg) if pn is not None else (gc, gn, ep)
+            if "." in text:                    # a decimal for an exact value: 10 significant digits, as above
+                return _rounds_to(text, value, Fraction(str(sympy.N(exact, 40))) if exact.is_real else None)
         approx = "." in p or "." in g
         return expressions_equal(ep, eg, approx=approx, allow_simplify=self.allow_simplify)
 
@@ -485,15 +671,33 @@ class _Checker:
         if gl is not None and len(p_sides) == 1:
             return eq(p, gv)
         if len(p_sides) > 1 and len(g_sides) == 1 and len(split_top(p)) == 1:
-            return eq(p_sides[-1], g)
+            return self.computes_a_value(p_sides) and eq(p_sides[-1], g)
         if len(g_sides) > 1 and len(p_sides) == 1 and len(split_top(g)) == 1:
-            return eq(p, g_sides[-1])
+            return self.computes_a_value(g_sides) and eq(p, g_sides[-1])
         return None
+
+    def computes_a_value(self, sides):
+        """True for a chain of equalities that computes a value: every side a number (no variable: an
+        equation is not its right side), all equal, not all written alike ("7 = 7" states nothing)."""
+        if len(sides) > 2 and _LABEL.fullmatch(sides[0] + "=" + sides[1]):
+            sides = sides[1:]                                       # "x = 2 + 3 = 5": the label goes
+        if len({x.replace(" ", "") for x in sides}) == 1:
+            return False
+        try:
+            values = [parse_expression(x) for x in sides]
+        except Refused as e:
+            self.refused = str(e)
+            return False
+        if any(v.free_symbols for v in values):
+            return False
+        approx = any("." in x for x in sides)
+        return all(expressions_equal(values[0], v, approx, self.allow_simplify) for v in values[1:])
 
     def structures_equal(self, kp, vp, kg, vg, depth):
         eq = lambda a, b: self.equal(a, b, depth + 1)  # noqa: E731
         unordered = ("set", "list", "pm")
         if kp in unordered and kg in unordered:
+            vp, vg = _expand_pm(vp), _expand_pm(vg)                # "\{1, 2 \pm \sqrt{3}\}": three items
             gold_keys = [x.replace(" ", "") for x in vg]
             if len(set(gold_keys)) == len(gold_keys):            # the gold lists each answer once: so may we
                 vp = list({x.replace(" ", ""): x for x in vp}.values())
@@ -519,7 +723,8 @@ class _Checker:
                 self.refused = str(e)
                 return False
             return (expressions_equal(dp, dg, allow_simplify=self.allow_simplify)
-                    or expressions_equal(dp, -dg, allow_simplify=self.allow_simplify))
+                    or expressions_equal(dp, -dg, allow_simplify=self.allow_simplify)
+                    or _proportional(dp, dg))
         return False
 
 
@@ -554,65 +759,3 @@ def check(pred, gold, timeout=DEFAULT_TIMEOUT):
 def is_equiv(pred, gold, timeout=DEFAULT_TIMEOUT):
     """True iff answer string `pred` means the same as gold answer string `gold`."""
     return check(pred, gold, timeout)[0]
-
-
-# ---------------------------------------------------------------------------------------------------
-# The batch API used by train.py and eval.py
-# ---------------------------------------------------------------------------------------------------
-def gold_answer(text):
-    """A dataset's gold answer field: GSM8K's "... #### 42" -> "42"; anything else as it is."""
-    if "####" in text:
-        return text.rsplit("####", 1)[1].strip().replace(",", "")
-    return text.strip()
-
-
-@functools.lru_cache(maxsize=4096)
-def answer_count(gold):
-    """How many answers a gold answer lists: its top-level items ("3, -5": 2), 2 for "a \\pm b", else 1."""
-    kind, items = structure(normalize(gold))
-    return len(items) if kind in ("list", "set", "pm") else 1
-
-
-def _boxed_answers(completion, gold):
-    """k > 1 when the gold lists k answers and the completion has several boxes (it may have boxed
-    the answers one by one); else 1."""
-    if isinstance(completion, str) and completion.count("box") > 1:
-        return answer_count(gold)
-    return 1
-
-
-def judge(completion, gold, timeout=DEFAULT_TIMEOUT, fallback=False):
-    """(the answer read, right?) for one completion. The answer is extract_answer's (its last box);
-    when the gold lists k > 1 answers and the completion boxed them one by one ("\\boxed{3} and
-    \\boxed{-5}"), its last k boxes, read as a list, are the answer."""
-    pred = extract_answer(completion, fallback)
-    if is_equiv(pred, gold, timeout):
-        return pred, True
-    k = _boxed_answers(completion, gold)
-    if k > 1:
-        found = boxes(completion[-MAX_COMPLETION_CHARS:], limit=k)
-        if len(found) == k:
-            several = ", ".join(b.strip() for b in reversed(found))
-            if is_equiv(several, gold, timeout):
-                return several, True
-    return pred, False
-
-
-def rewards(completions, golds, timeout=DEFAULT_TIMEOUT, fallback=False):
-    """1.0 for each completion whose final answer (judge) equals its gold answer, else 0.0.
-
-    completions, golds: lists of strings, same length. Repeated (answer, gold) pairs in the batch
-    (common: G rollouts of one prompt often agree) are judged once; a completion that may have boxed
-    several answers is keyed by its whole text. fallback: see extract_answer (off for training: no
-    box, no reward).
-    """
-    if len(completions) != len(golds):
-        raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
-    cache = {}
-    out = []
-    for text, gold in zip(completions, golds):
-        key = (text if _boxed_answers(text, gold) > 1 else extract_answer(text, fallback), gold)
-        if key not in cache:
-            cache[key] = 1.0 if judge(text, gold, timeout, fallback)[1] else 0.0
-        out.append(cache[key])
-    return out

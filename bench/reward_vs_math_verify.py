@@ -9,8 +9,9 @@ spellings, long and short decimals, thousands separators, labels, chains of equa
 inequalities against intervals, \\pm against lists, one box per answer, units). Each completion is
 judged by both checkers against its gold: reward.judge(completion, gold), and Math-Verify's
 verify(parse("$" + gold + "$"), parse(completion)). Prints the agreement with the expected label per
-category for both, where they disagree, checks per second for both (measured in the same run), and
-the slowest of the test suite's hostile inputs for both.
+category for both, where they disagree, checks per second for both (measured in the same run), the
+slowest of the test suite's hostile inputs for both, and bench/reward_hacking.py's probe for both:
+how many of the wrong completions a policy would game the reward with each checker pays.
 """
 
 import argparse
@@ -25,7 +26,13 @@ from fractions import Fraction
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
-from reward import answer_count, judge, normalize, parse_number  # noqa: E402
+from reward import judge, normalize, parse_number, rewards, structure, units  # noqa: E402
+
+
+def answer_count(gold):
+    """How many answers a gold answer lists: its top-level items ("3, -5": 2), 2 for "a \\pm b", else 1."""
+    kind, items = structure(normalize(gold))
+    return len(items) if kind in ("list", "set", "pm") else 1
 
 
 def rows(path):
@@ -67,7 +74,7 @@ def pairs_for(gold, rng):
         a = rng.randint(1, 9)
         out.append(("chain", f"\\boxed{{{n - a} + {a} = {n}}}", True))
         out.append(("chain", f"\\boxed{{{n} + {a} = {n + a}}}", False))
-        out.append(("units", f"\\boxed{{{n}\\text{{ cm}}}}", True))
+        out.append(("units", f"\\boxed{{{n}\\text{{ cm}}}}", units(gold) in ("", "centimeter")))   # differing: wrong
         out.append(("sign", f"\\boxed{{{-n}}}", n == 0))
     m = re.fullmatch(r"\((-?[^,()]+), ?\\infty\)", g)
     if m:
@@ -161,6 +168,32 @@ def main():
                 slowest[name] = (dt, text[:60].encode("unicode_escape").decode())
     print(f"\nhostile inputs ({len(tests.HOSTILE)}): slowest " +
           "; ".join(f"{name} {dt:.2f} s on {txt!r}" for name, (dt, txt) in slowest.items()))
+    hacking_probe(args.data_dir, mv)
+
+
+def hacking_probe(data_dir, mv):
+    """bench/reward_hacking.py's attacks on the same real gold answers, judged by both checkers: the
+    false positives (wrong completions paid) per attack."""
+    spec = importlib.util.spec_from_file_location("reward_hacking", os.path.join(HERE, "reward_hacking.py"))
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    from data import load_problems
+    cases = [(attack, completion, p["gold"]) for f in probe.SETS.values()
+             for p in load_problems(os.path.join(data_dir, f), log=lambda m: None)
+             for attack, completion in probe.attacks(p["gold"], p["problem"])]
+    ours = rewards([c for _, c, _ in cases], [g for *_, g in cases])
+    theirs = [mv(c, g) for _, c, g in cases]
+    print(f"\nreward hacking probe ({len(cases)} wrong completions on the gold answers of "
+          f"{', '.join(probe.SETS)}): paid / tried\n")
+    print("| attack | tried | reward.py pays | Math-Verify pays |\n|---|---|---|---|")
+    for attack in probe.ATTACKS + ["all"]:
+        idx = [i for i, (a, *_) in enumerate(cases) if attack in ("all", a)]
+        name = f"**{attack}**" if attack == "all" else attack
+        print(f"| {name} | {len(idx)} | {sum(ours[i] > 0 for i in idx)} | {sum(bool(theirs[i]) for i in idx)} |")
+    paid = [(a, c[:100], g) for (a, c, g), t in zip(cases, theirs) if t]
+    print(f"\nMath-Verify pays {len(paid)}; the first 20 (attack | completion | gold):")
+    for row in paid[:20]:
+        print("  ", " | ".join(row))
 
 
 if __name__ == "__main__":

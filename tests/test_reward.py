@@ -7,7 +7,7 @@ import os
 import pytest
 from helpers import table_cases
 
-from reward import check, extract_answer, gold_answer, is_equiv, normalize, rewards
+from reward import check, extract_answer, gold_answer, is_equiv, judge, normalize, rewards
 
 # (prediction, gold, equal?) grouped by category. About half are look-alikes that are NOT equal.
 CASES = {
@@ -26,7 +26,8 @@ CASES = {
     ],
     "sqrt": [
         ("\\sqrt{8}", "2\\sqrt{2}", True), ("\\sqrt2", "\\sqrt{2}", True), ("\\frac{\\sqrt{21}}{5}", "\\frac{1}{5}\\sqrt{21}", True),
-        ("\\sqrt[3]{8}", "2", True), ("\\frac{1}{\\sqrt{2}}", "\\frac{\\sqrt{2}}{2}", True), ("1.41421356", "\\sqrt{2}", True),
+        ("\\sqrt[3]{8}", "2", True), ("\\frac{1}{\\sqrt{2}}", "\\frac{\\sqrt{2}}{2}", True), ("1.414213562", "\\sqrt{2}", True),
+        ("1.41421356", "\\sqrt{2}", False),   # 9 significant digits: an approximation (10 are needed)
         ("\\sqrt{2}", "2", False), ("\\sqrt{3}", "\\sqrt[3]{3}", False), ("2\\sqrt{2}", "\\sqrt{2}", False),
         ("1.41", "\\sqrt{2}", False), ("\\sqrt{51}", "\\sqrt{15}", False),
     ],
@@ -198,7 +199,7 @@ def test_math500_reference_solutions_agree_with_their_answers():
     with open(os.path.join(DATA, "math500_test.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     misses = [(r["unique_id"], r["answer"]) for r in rows
-              if not is_equiv(extract_answer(r["solution"]), r["answer"])]
+              if not is_equiv(extract_answer(r["solution"]), r["answer"])]      # read as a completion
     assert misses == []
 
 
@@ -211,7 +212,7 @@ def test_gsm8k_answers_agree_with_themselves_boxed():
 
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason="../shared/data (the real problem sets) is not here")
-@pytest.mark.parametrize("name", ["MATH train", "Minerva", "OlympiadBench"])
+@pytest.mark.parametrize("name", ["MATH-500", "MATH train", "Minerva", "OlympiadBench"])
 def test_every_reference_answer_agrees_with_its_gold(name):
     """bench/reward_real_data.py's check of the sets with reference solutions: no miss."""
     import importlib.util
@@ -356,3 +357,82 @@ def test_the_box_wins_over_every_fallback():
     assert extract_answer("\\[ 5 \\]\nFinal Answer: 6\n\\boxed{7}", fallback=True) == "7"
     assert rewards(["Final Answer: 17"], ["17"]) == [0.0]                   # training: no box, no reward
     assert rewards(["Final Answer: 17"], ["17"], fallback=True) == [1.0]
+
+
+# --- a reward that never pays a wrong answer ---------------------------------------------------------
+@pytest.mark.parametrize("pred,gold,want", [
+    # an equation equals an equivalent equation (terms moved, both sides scaled), not one of its sides
+    ("11a+c", "7 = 11a+c", False), ("7", "7 = 11a+c", False), ("11a + c = 7", "7 = 11a+c", True),
+    ("0", "a+3z=0", False), ("1", "2x+z=1", False), ("0", "a^2+b=0", False), ("25", "x^2+y^2=25", False),
+    ("x^2+y^2", "x^2+y^2=25", False), ("y^2 + x^2 = 25", "x^2+y^2=25", True), ("2x+2y=10", "x+y=5", True),
+    ("x + y - 5 = 0", "x+y=5", True), ("x + y = 6", "x+y=5", False), ("-3x - 3y = -15", "x+y=5", True),
+    # a label is a single variable (or a segment, a function value, a tuple of letters): its value counts
+    ("2x+3", "y = 2x+3", True), ("y", "y = 2x+3", False), ("5", "x = 5", True), ("x = 5", "5", True),
+    # trivially true statements state nothing
+    ("7 = 7", "7", False), ("x = x", "7", False), ("I(0) = I(0)", "I(0)", False), ("m = m", "m", False),
+    ("\\frac{10}{2} = 5", "5", True), ("x = 2 + 3 = 5", "5", True), ("N", "N=n", False), ("n", "N", False),
+    # a letter applied to a number is a function's value, not a product
+    ("0", "I(0)", False), ("I(0) e^{-t}", "I(0)", False), ("f(2)", "f(2)", True), ("x(x+1)", "x^2+x", True),
+    # units: different units are unequal; equal units, or a unit on one side only, compare the numbers
+    ("7 \\text{ meters}", "7 \\text{ feet}", False), ("5 \\text{ cm}", "5 \\text{ inches}", False),
+    ("7 \\text{ m}", "7 \\text{ meters}", True), ("7 \\text{ meters}", "7", True), ("7", "7 \\text{ feet}", True),
+    ("6 square units", "6 \\text{ units}^2", True), ("30^\\circ", "30 \\text{ degrees}", True),
+    ("12 \\text{ inches}", "12 \\text{ feet}", False), ("3 \\text{ hours}", "3 \\text{ hour}", True),
+    # approximations: a decimal of fewer than 10 significant digits is not an exact value
+    ("98.995", "70 \\sqrt{2}", False), ("6366.198", "\\frac{20000}{\\pi}", False), ("3.14", "\\pi", False),
+    # lists that were missed: \quad between answers, a bare-brace list, an array in brackets, \pm in a set
+    ("3 \\quad 5", "3, 5", True), ("3 \\qquad 5", "5, 3", True), ("{2, 3, 5, 7}", "\\{2,3,5,7\\}", True),
+    ("{2, 3, 5}", "\\{2,3,5,7\\}", False),
+    ("\\left[\\begin{array}{cc}1&2\\\\3&4\\end{array}\\right]", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+    ("\\left[\\begin{array}{cc}1&2\\\\3&5\\end{array}\\right]", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", False),
+    ("\\{1, 2\\pm\\sqrt{3}\\}", "\\{1, 2+\\sqrt{3}, 2-\\sqrt{3}\\}", True),
+    ("\\{1, 2\\pm\\sqrt{3}\\}", "\\{1, 2+\\sqrt{3}\\}", False),
+])
+def test_equal_only_when_the_answer_is_the_same(pred, gold, want):
+    assert is_equiv(pred, gold) is want
+
+
+@pytest.mark.parametrize("completion,gold,want", [
+    ("\\boxed{3} or \\boxed{5}", "5", 0.0),                              # a hedge is a list: both answers
+    ("$\\boxed{4}$, $\\boxed{5}$", "5", 0.0), ("\\boxed{4} \\boxed{5}", "5", 0.0),
+    ("\\boxed{5} \\boxed{5}", "5", 1.0),                                 # one answer boxed twice
+    ("\\boxed{12}, so the area is \\boxed{15}", "15", 1.0),              # working, then the answer
+    ("$\\boxed{15\\frac{39}{40}}$, or $\\boxed{\\frac{639}{40}}$", "\\frac{639}{40}", 1.0),   # one value, twice
+    (" and ".join(["\\boxed{1}"] * 21), "1", 0.0),                       # more than MAX_BOXES listed
+])
+def test_several_boxes_one_rule(completion, gold, want):
+    assert rewards([completion], [gold]) == [want]
+
+
+@pytest.mark.parametrize("text", ["The answer is\n\\[ 42 \\]", "The final answer is \\[42\\]", "Final Answer: \\[ 42 \\]",
+                                  "Final answer:\n\\[\n42\n\\]", "So the answer is \\(42\\).", "We get\n$$42$$"])
+def test_a_number_in_display_math_without_a_box(text):
+    assert judge(text, "42", fallback=True) == ("42", True)
+
+
+def reward_hacking_probe():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("reward_hacking", os.path.join(os.path.dirname(__file__), "..",
+                                                                                  "bench", "reward_hacking.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SAMPLE_GOLDS = ["5", "\\frac{1}{3}", "-12", "70 \\sqrt{2}", "y = 2x + 3", "x^2+y^2=25", "7 = 11a+c", "I(0)",
+                "7 \\text{ cm}", "12 \\text{ inches}", "(1, 2)", "3, 5", "[2, 5)", "\\text{(C)}", "2 \\pm \\sqrt{3}"]
+
+
+def test_the_reward_hacking_probe_pays_no_attack_on_a_sample_of_gold_answers():
+    """Every attack of bench/reward_hacking.py on hand-picked golds (each attack is tried on some): nothing
+    is paid, and the gold itself is."""
+    probe = reward_hacking_probe()
+    tried = {}
+    for gold in SAMPLE_GOLDS:
+        cases = probe.attacks(gold, "What is the value of $x$ in the figure?")
+        paid = [c for (_, c), r in zip(cases, rewards([c for _, c in cases], [gold] * len(cases))) if r]
+        assert paid == [], (gold, paid)
+        assert rewards(["\\boxed{%s}" % gold], [gold]) == [1.0]
+        for attack, _ in cases:
+            tried[attack] = tried.get(attack, 0) + 1
+    assert set(tried) == set(probe.ATTACKS), tried

@@ -1,0 +1,165 @@
+"""A reward-hacking probe: the completions a policy would try to game the reward with, on real gold answers.
+
+    python bench/reward_hacking.py [--data-dir ../shared/data]
+
+GRPO finds a hole in the reward quickly: a wrong answer judged right is a reward the policy learns to
+collect. For every gold answer of MATH-500, AMC 2023, AIME 2024 / 2025, Minerva and OlympiadBench
+(data.load_problems' reading), this builds the completions such a policy would try, every one of
+them wrong by construction, and counts how many reward.rewards pays:
+
+  hedges           several boxes listing a wrong answer beside the gold, "a or b" in one box, a list
+                   and a set holding the gold, an interval around a numeric gold, gold \\pm 1;
+  trivially true   x = x, the gold = itself, 0 = 0;
+  one side         one side of a gold equation (both sides when neither is a label; the label alone
+                   when one is: "y" for "y = 2x + 3");
+  units changed    the gold with its unit replaced by another (meters for feet, feet for the rest);
+  approximations   a non-integer numeric gold rounded to 1, 2 and 3 decimals, where that is not exact;
+  huge or empty    an empty box, a 5,000-digit number, 2,000 nested brackets, the gold repeated 300 times;
+  question         the problem restated in the box, and the problem followed by the gold unboxed.
+
+A wrong answer beside the gold is the gold + 1 for a number, (gold) + 1 for an expression. What is
+right by convention is not an attack: the last box after working ("\\boxed{12}, so the area is
+\\boxed{15}"), a labelled value ("x = 5" for 5), units on one side only, a decimal of 10 or more
+significant digits for an exact value. A control row boxes each gold as it is, which must be paid.
+Prints per attack and data set how many were paid, and exits 1 when any wrong completion was.
+"""
+
+import argparse
+import os
+import re
+import sys
+import time
+from fractions import Fraction
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from data import load_problems  # noqa: E402
+from mathparse import Refused, parse_expression  # noqa: E402
+from reward import normalize, parse_number, rewards, split_top, structure, units  # noqa: E402
+
+SETS = {"MATH-500": "math500_test.jsonl", "AMC 2023": "amc23_test.jsonl", "AIME 2024": "aime24_test.jsonl",
+        "AIME 2025": "aime25_test.jsonl", "Minerva": "minerva_math_test.jsonl",
+        "OlympiadBench": "olympiadbench_test.jsonl"}
+ATTACKS = ["hedges", "trivially true", "one side", "units changed", "approximations", "huge or empty", "question"]
+LABEL = re.compile(r"\s*(?:[A-Za-z]'*(?:_\{?\w+\}?)?(?:\([^()=]{0,20}\))?|[A-Z]{2,3}|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))\s*")
+
+
+def number(gold):
+    """The gold as an exact number (Fraction), or None."""
+    return parse_number(normalize(gold).replace(" ", ""))
+
+
+def expression(gold):
+    """The gold as a single expression (sympy), or None for numbers, lists, sets, intervals, equations, text."""
+    kind, _ = structure(normalize(gold))
+    if kind != "atom" or number(gold) is not None or units(gold):
+        return None
+    try:
+        return parse_expression(normalize(gold))
+    except (Refused, RecursionError, Exception):
+        return None
+
+
+def wrong_beside(gold):
+    """A wrong answer to list beside the gold, or None where none is built safely."""
+    n = number(gold)
+    if n is not None and not units(gold):
+        return str(n + 1) if n.denominator == 1 else f"\\frac{{{(n + 1).numerator}}}{{{(n + 1).denominator}}}"
+    if expression(gold) is not None:
+        return f"({gold}) + 1"
+    return None
+
+
+def attacks(gold, problem=""):
+    """[(attack, completion)]: every completion wrong by construction for this gold answer."""
+    out = []
+    w = wrong_beside(gold)
+    if w is not None:
+        out += [("hedges", f"\\boxed{{{w}}} \\boxed{{{gold}}}"), ("hedges", f"$\\boxed{{{gold}}}$, $\\boxed{{{w}}}$"),
+                ("hedges", f"$\\boxed{{{w}}}$ or $\\boxed{{{gold}}}$"), ("hedges", f"\\boxed{{{w} \\text{{ or }} {gold}}}"),
+                ("hedges", f"\\boxed{{{gold} or {w}}}"), ("hedges", f"\\boxed{{{w}, {gold}}}"),
+                ("hedges", f"\\boxed{{\\{{{gold}, {w}\\}}}}"), ("hedges", f"\\boxed{{{gold} \\pm 1}}")]
+    n = number(gold)
+    if n is not None and not units(gold):
+        out += [("hedges", f"\\boxed{{({n - 1}, {n + 1})}}"), ("hedges", f"\\boxed{{[{n - 1}, {n + 1}]}}")]
+    out += [("trivially true", "\\boxed{x = x}"), ("trivially true", f"\\boxed{{{gold} = {gold}}}"),
+            ("trivially true", "\\boxed{0 = 0}")]
+    sides = split_top(normalize(gold), "=")
+    if len(sides) == 2:
+        if LABEL.fullmatch(sides[0]):
+            out.append(("one side", f"\\boxed{{{sides[0].strip()}}}"))                    # the label alone
+        elif not LABEL.fullmatch(sides[1]):
+            out += [("one side", f"\\boxed{{{side.strip()}}}") for side in sides if side.strip()]
+    unit = units(gold)
+    if unit:
+        other = "meters" if unit.startswith("foot") else "feet"
+        changed = re.sub(r"\\(?:text|mbox|mathrm)\s*{[^{}]*}(?=[^{}]*$)", f"\\\\text{{ {other}}}", gold)
+        if changed == gold:
+            changed = re.sub(r"[A-Za-z ]+(\^?\{?\d?\}?)\s*$", f" {other}\\1", gold)
+        if units(changed) and units(changed) != unit:
+            out.append(("units changed", f"\\boxed{{{changed}}}"))
+    value = n
+    if value is None and expression(gold) is not None and not expression(gold).free_symbols:
+        try:
+            value = complex(expression(gold).evalf(30))
+            value = value.real if abs(value.imag) < 1e-12 else None
+        except (TypeError, ValueError):
+            value = None
+    if value is not None and (not isinstance(value, Fraction) or value.denominator != 1):
+        for digits in (1, 2, 3):
+            approx = f"{float(value):.{digits}f}"
+            if Fraction(approx) != value:
+                out.append(("approximations", f"\\boxed{{{approx}}}"))
+    out += [("huge or empty", "\\boxed{}"), ("huge or empty", "\\boxed{" + "9" * 5000 + "}"),
+            ("huge or empty", "\\boxed{" + "(" * 2000 + "1" + ")" * 2000 + "}"),
+            ("huge or empty", "\\boxed{" + ", ".join([gold] * 300) + "}")]
+    if problem:
+        out += [("question", f"\\boxed{{{problem}}}"), ("question", f"{problem} {gold}")]
+    return out
+
+
+def probe(golds_by_set, progress=print):
+    """{(set, attack): (paid, tried)} and {set: (control paid, golds)}; progress(line) per set."""
+    paid, control = {}, {}
+    for name, problems in golds_by_set.items():
+        t0 = time.perf_counter()
+        rows = [(a, c, p["gold"]) for p in problems for a, c in attacks(p["gold"], p["problem"])]
+        results = rewards([c for _, c, _ in rows], [g for *_, g in rows])
+        for (attack, completion, gold), r in zip(rows, results):
+            got, tried = paid.get((name, attack), (0, 0))
+            paid[(name, attack)] = (got + (r > 0), tried + 1)
+            if r > 0:
+                progress(f"  PAID {name} | {attack} | {completion[:120]!r} | gold {gold!r}")
+        golds = [p["gold"] for p in problems]
+        control[name] = (int(sum(rewards([f"\\boxed{{{g}}}" for g in golds], golds))), len(golds))
+        progress(f"{name}: {len(rows)} attacks on {len(problems)} gold answers ({time.perf_counter() - t0:.1f} s)")
+    return paid, control
+
+
+def table(paid, control, sets):
+    lines = ["| attack | " + " | ".join(sets) + " | all |", "|---|" + "---|" * (len(sets) + 1)]
+    for attack in ATTACKS:
+        cells = [paid.get((s, attack), (0, 0)) for s in sets]
+        total = (sum(p for p, _ in cells), sum(t for _, t in cells))
+        lines.append(f"| {attack} | " + " | ".join(f"{p} / {t}" for p, t in cells + [total]) + " |")
+    total = (sum(p for p, _ in control.values()), sum(t for _, t in control.values()))
+    lines.append("| control: the gold itself (must be paid) | "
+                 + " | ".join(f"{p} / {t}" for p, t in [control[s] for s in sets] + [total]) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--data-dir", default=os.path.join(here, "..", "..", "shared", "data"))
+    args = ap.parse_args()
+    golds = {name: load_problems(os.path.join(args.data_dir, f), log=lambda m: None) for name, f in SETS.items()}
+    paid, control = probe(golds)
+    print("\nWrong completions paid (paid / tried), per attack and data set:\n")
+    print(table(paid, control, list(SETS)))
+    wrong_paid = sum(p for p, _ in paid.values())
+    print(f"\n{wrong_paid} wrong completions paid of {sum(t for _, t in paid.values())}")
+    return 1 if wrong_paid else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
