@@ -84,7 +84,8 @@ def evaluate(model, tokenizer, problems, samples=1, temperature=0.0, top_p=1.0, 
         chunk = problems[s:s + per_batch]
         rollout = sample(model, [p["prompt_ids"] for p in chunk], n=samples, max_new_tokens=max_new_tokens,
                          temperature=temperature, top_p=top_p, top_k=top_k, eos_token_id=eos, generator=gen,
-                         pad_token_id=tokenizer.pad_token_id, tokenizer=tokenizer, compile=compile)
+                         pad_token_id=tokenizer.pad_token_id, tokenizer=tokenizer, compile=compile,
+                         max_batch_size=batch_size)
         for i, p in enumerate(chunk):
             texts = rollout.texts[i * samples:(i + 1) * samples]
             judged = [judge(t, p["gold"], fallback=answer_fallback) for t in texts]     # (answer, right?)

@@ -21,7 +21,9 @@ import torch.distributed as dist
 
 
 def init(device="auto", one_rank_group=False):
-    """Start the process group under torchrun (NCCL on GPUs, gloo on CPUs); returns (rank, world, device).
+    """Start the process group under torchrun (on GPUs NCCL for CUDA tensors and gloo for CPU ones:
+    --cpu-offload keeps gradients in host memory, whose clipping all-reduces them; gloo on CPUs);
+    returns (rank, world, device).
     Each rank takes the GPU LOCAL_RANK. Without torchrun: (0, 1, the device asked for), and with
     one_rank_group=True a group of this one process (FSDP2 needs one, e.g. for --cpu-offload on one GPU)."""
     local = int(os.environ.get("LOCAL_RANK", 0))
@@ -32,7 +34,7 @@ def init(device="auto", one_rank_group=False):
     if (torchrun or one_rank_group) and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)                 # one GPU per rank
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
         if torchrun:
             dist.init_process_group(backend)
         else:                                             # no torchrun: an in-memory store for one rank
@@ -60,8 +62,8 @@ def barrier():
 
 
 def all_reduce(x, op="sum"):
-    """x summed ("sum"), averaged ("mean") or maximized ("max") over ranks, on x's device; a copy goes
-    through the GPU where NCCL needs it (CPU scalars: micro-batch counts, statistics)."""
+    """x summed ("sum"), averaged ("mean") or maximized ("max") over ranks, on x's device (a group with
+    NCCL alone, made outside init, gets a copy on the GPU)."""
     if dist.is_initialized():
         comm = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else x.device
         y = x.detach().to(comm, copy=True)

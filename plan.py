@@ -73,63 +73,89 @@ def logit_bytes(s, a, b, T, chunk):
     return b * T * per_position
 
 
+PHASES = ("sampling", "training micro-batch", "optimizer step", "held-out evaluation")
+
+
 def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
-    """[(part, bytes)] of one rank at the run's peak, then the total. cfg: a config.Config (its flags),
-    s: shape(config). prompt_tokens: the longest prompt (default cfg.max_prompt_tokens)."""
+    """({phase: [(part, bytes)]}, peak bytes) of one rank. "kept" holds what stays through the run; each of
+    PHASES what exists only while it runs; the peak is kept + the largest phase. cfg: a config.Config (its
+    flags), s: shape(config). prompt_tokens: the longest prompt (default cfg.max_prompt_tokens)."""
     cuda = device == "cuda"
     mode = precision(cfg.dtype, device)                          # float32 | mixed | bfloat16
     w = 2 if mode == "bfloat16" else 4
     a = 2 if mode in ("mixed", "bfloat16") else 4
-    N, L, V = s["N"], s["L"], s["V"]
+    N, L, V, h, I, kv = s["N"], s["L"], s["V"], s["h"], s["I"], s["kv"]
     shard = world if cfg.fsdp or cfg.cpu_offload else 1
     offload = cfg.cpu_offload and cuda  # the state in host memory (host_bytes), not on the GPU
     T = completion_tokens(cfg.max_new_tokens, cfg.data)
-    S = (prompt_tokens or cfg.max_prompt_tokens) + T
+    P = prompt_tokens or cfg.max_prompt_tokens
+    S = P + T
     rows_per_rank = cfg.prompts_per_step * cfg.group_size // world
     b = min(cfg.micro_batch_size, rows_per_rank)
-    R = cfg.rollout_batch_size or rows_per_rank
-    grads = ("gradients (N w / shards)", N * w / shard)
-    parts = [("weights (N w / shards)", N * w / shard),
-             ("AdamW moments (2 N w / shards)", 2 * N * w / shard)]
-    if offload:             # (report() prints their host memory)
-        grads, parts = None, []
+    R = cfg.rollout_batch_size or rows_per_rank                  # rows sampled together (and evaluated)
+    root = N - L * s["N_layer"]                                  # embeddings, final norm, head
+    kv_per_token = 2 * L * kv * a                                # keys and values of all layers
+    kept = [] if offload else [("weights (N w / shards)", N * w / shard),
+                               ("AdamW moments (2 N w / shards)", 2 * N * w / shard)]
     if world > 1 and not (cfg.fsdp or cfg.cpu_offload):
-        parts.append(("DDP gradient buckets (N w)", N * w))
+        kept.append(("DDP gradient buckets (N w)", N * w))
     if cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial"):
-        parts.append(("frozen reference model (N x 2 bytes on CUDA)", N * (2 if cuda else w)))
-    # the update frees the gradients (zero_grad) before its first micro-batch, whose forward peaks
-    # before its backward makes them again; from the second micro-batch on they are there. Sampling
-    # runs with the gradients of the last update still allocated.
-    train = [("activations of one micro-batch (b S x per-token bytes)",
-              b * S * activation_bytes_per_token(s, a, cfg.gradient_checkpointing)),
-             ("logits and log-softmax (b T V, or b c V chunked)", logit_bytes(s, a, b, T, cfg.logprob_chunk))]
-    if rows_per_rank > b and grads:
-        train.append(grads)
+        kept.append(("frozen reference model (N x 2 bytes on CUDA)", N * (2 if cuda else w)))
+    # the weights decoding reads: under FSDP / offload the whole model gathered (parallel.full_weights);
+    # under mixed precision bf16 copies of the Linear weights (precision.weights_in_compute_dtype)
+    if cfg.fsdp or offload:
+        read = [("whole weights gathered for decoding (N x 2 bytes)", N * (2 if mode == "mixed" else w))]
+    elif mode == "mixed":
+        read = [("Linear weights in bf16 for decoding (N_linear x 2 bytes)", s["N_linear"] * 2)]
+    else:
+        read = []
+
+    def decoding(rows, samples, tag):
+        """A decoding run of `rows` rows, `samples` per prompt: its KV cache, the prompts' cache before the
+        rows are expanded from it, one layer's prefill activations over the prompts, the logits."""
+        prompts = max(1, rows // samples)
+        parts = [(f"KV cache of {tag} (R S 2 L kv a)", rows * S * kv_per_token),
+                 ("the prompts' cache, copied into the rows' (R/k S 2 L kv a)", prompts * S * kv_per_token),
+                 ("prefill: one layer's activations over the prompts (R/k P (3I + 4h + 2kv) a)",
+                  prompts * P * (3 * I + 4 * h + 2 * kv) * a),
+                 ("next-token logits and probabilities (R V x 3 fp32)", rows * V * 4 * 3)]
+        if cfg.compile:     # kv_cache.CompiledDecoder: its fixed cache is kept (below); the prompts' cache only
+            parts[0:2] = [("--compile: the prompts' KV cache, copied into the fixed one (R/k P 2 L kv a)",
+                           prompts * P * kv_per_token)]
+        return read * (not cfg.compile) + parts
+    if cfg.compile:         # the fixed cache (S rounded up to 256) and CUDA graphs' pool stay between calls
+        kept.append(("--compile: fixed KV cache, kept (R S' 2 L kv a, S' = S up to 256)",
+                     R * fixed_cache_length(S) * kv_per_token))
+        kept += read        # the bf16 copies are kept too: CUDA graphs read fixed addresses
+        if cuda:
+            kept.append(("--compile: CUDA graphs' pool, decode-step logits (R V x 6 bytes)", R * V * 6))
+    phases = {"kept": kept, "sampling": decoding(R, cfg.group_size, "a rollout micro-batch")}
+    # training: from the second micro-batch on the gradients exist (the update frees them before the first
+    # and after the step); the activations of one micro-batch; the log-prob head (rollout.ChunkedLogprobHead)
+    grads = [] if offload else [("gradients (N w / shards)", N * w / shard)]
+    train = grads * (rows_per_rank > b) + [
+        ("activations of one micro-batch (b S x per-token bytes)",
+         b * S * activation_bytes_per_token(s, a, cfg.gradient_checkpointing)),
+        ("logits and log-softmax (b T V, or b c V chunked)", logit_bytes(s, a, b, T, cfg.logprob_chunk))]
     if offload:             # FSDP2 copies a layer's weights in (the next one prefetched) and its gradients out
-        root = N - L * s["N_layer"]                               # embeddings, final norm, head
         train.append(("--cpu-offload: embeddings/head + 2 layers' weights and gradients ((N_root + 2 N_layer)(a + 4))",
                       (root + 2 * s["N_layer"]) * (a + 4)))
-    kv_cache = ("KV cache of one rollout micro-batch (R S 2 L kv a)", R * S * 2 * L * s["kv"] * a)
-    if cfg.compile:         # kv_cache.CompiledDecoder keeps its fixed cache (S rounded up to 256) between calls,
-        S_fixed = fixed_cache_length(S)  # and CUDA graphs keep their memory pool: both there while training too
-        parts.append(("--compile: fixed KV cache, kept (R S' 2 L kv a, S' = S up to 256)",
-                      R * S_fixed * 2 * L * s["kv"] * a))
-        kv_cache = ("--compile: the prompts' KV cache, copied into it (R P 2 L kv a, P prompt tokens)",
-                    R * (S - T) * 2 * L * s["kv"] * a)
-        if cuda:
-            parts.append(("--compile: CUDA graphs' pool, decode-step logits (R V x 6 bytes)", R * V * 6))
-    sampling = [grads] * bool(grads) + [kv_cache, ("sampling logits (R V x 3 fp32)", R * V * 4 * 3)]
-    if cfg.fsdp or offload:  # parallel.full_weights: the whole model, gathered for decoding
-        sampling.append(("whole weights gathered for sampling (N x 2 bytes)", N * (2 if mode == "mixed" else w)))
-    elif mode == "mixed":    # precision.weights_in_compute_dtype: bf16 copies of the Linear weights while sampling,
-        copy = ("Linear weights in bf16 for sampling (N_linear x 2 bytes)", s["N_linear"] * 2)   # kept with --compile
-        (parts if cfg.compile else sampling).append(copy)
-    peak_phase = train if sum(x for _, x in train) >= sum(x for _, x in sampling) else sampling
-    other = sampling if peak_phase is train else train
-    rows = parts + [(name + "  <- peak phase", x) for name, x in peak_phase] + \
-        [(name + "  (other phase, not at the peak)", x) for name, x in other]
-    total = sum(x for _, x in parts) + sum(x for _, x in peak_phase)
-    return rows, total
+    elif cfg.fsdp:          # FSDP2 gathers a layer (and prefetches the next) and keeps the root gathered
+        train.append(("--fsdp: the root and 2 layers gathered ((N_root + 2 N_layer) a)", (root + 2 * s["N_layer"]) * a))
+    phases["training micro-batch"] = train
+    # the optimizer step: the gradients, and AdamW's temporaries: the fused step on CUDA makes none, the
+    # foreach step (elsewhere) one full-size fp32 tensor; with --cpu-offload the step runs on the CPU
+    phases["optimizer step"] = [] if offload else grads + [
+        ("AdamW step temporaries (fused on CUDA: none; foreach: N x 4 / shards)", 0 if cuda else N * 4 / shard)]
+    # held-out evaluation: decoding as many rows as a rollout micro-batch, eval_samples per prompt
+    phases["held-out evaluation"] = decoding(R, cfg.eval_samples, "an evaluation micro-batch")
+    peak = max(PHASES, key=lambda p: sum(x for _, x in phases[p]))
+    return phases, sum(x for _, x in kept) + sum(x for _, x in phases[peak])
+
+
+def peak_phase(phases):
+    """The phase of plan()'s phases that makes the peak."""
+    return max(PHASES, key=lambda p: sum(x for _, x in phases[p]))
 
 
 def host_bytes(cfg, s, world=1):
@@ -139,18 +165,25 @@ def host_bytes(cfg, s, world=1):
     return 4 * s["N"] * w / world if cfg.cpu_offload else 0
 
 
-CONTEXT_GIB = 0.75     # the CUDA context and allocator slack the card needs besides the tensors
-MARGIN = 0.9           # suggestions leave 10% of the card for fragmentation and the plan's own error
+CONTEXT_GIB = 1.0      # the CUDA context with cuBLAS's workspaces, besides the tensors
+SLACK = 1.1            # the caching allocator reserves more than it hands out (block rounding, fragments)
+MARGIN = 0.95          # suggestions leave 5% of the card for the plan's own error
+
+
+def needed_gib(total):
+    """What a card must have for a plan's peak: the peak with the allocator's slack, and the CUDA context."""
+    return total / GiB * SLACK + CONTEXT_GIB
 
 
 def suggestions(cfg, s, gpu_gib, device="cuda", world=1, prompt_tokens=None):
-    """Flag changes that make the plan fit 90% of gpu_gib: [(flags, total)], the first changes that
+    """Flag changes that make the plan fit 95% of gpu_gib: [(flags, total)], the first changes that
     fit on one GPU, or else with the state sharded over 2, 4 or 8 GPUs (torchrun --fsdp). The memory flags
     are tried in order, each on top of the ones before: the log-prob head in chunks, activation
     checkpointing, then halving the training micro-batch and then the rollout micro-batch; then the same
-    again with --cpu-offload (the state in host memory: slower steps, and host_bytes of CPU RAM)."""
+    again with --cpu-offload (the state in host memory: slower steps, and host_bytes of CPU RAM). Only
+    flag sets the run accepts are proposed (config.check_config: never --cpu-offload with --compile)."""
     import dataclasses
-    budget = (MARGIN * gpu_gib - CONTEXT_GIB) * GiB
+    from config import check_config
     tries = []
     if not cfg.logprob_chunk:
         tries.append({"logprob_chunk": 256})
@@ -167,39 +200,54 @@ def suggestions(cfg, s, gpu_gib, device="cuda", world=1, prompt_tokens=None):
 
     def flags(changes):
         return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in changes.items())
+
+    def accepted(candidate, ranks):
+        try:
+            check_config(candidate, ranks)
+            return True
+        except SystemExit:
+            return False
     one_card = [(world, {})] + ([(world, {"cpu_offload": True})] if device == "cuda" and not cfg.cpu_offload else [])
     for ranks, base in one_card + [(n, {"fsdp": True}) for n in (2, 4, 8) if n > world]:
         changes = dict(base)
         for change in [{}] + tries:
             changes.update(change)
-            total = plan(dataclasses.replace(cfg, **changes), s, device, ranks, prompt_tokens)[1]
-            if total <= budget:
+            candidate = dataclasses.replace(cfg, **changes)
+            total = plan(candidate, s, device, ranks, prompt_tokens)[1]
+            if needed_gib(total) <= MARGIN * gpu_gib and accepted(candidate, ranks):
                 launch = f"torchrun --nproc_per_node {ranks} train.py ... " if ranks > 1 else ""
                 return [(launch + flags(changes), total)]
     return []
 
 
 def report(cfg, s, gpu_gib=None, device="cuda", world=1, prompt_tokens=None):
-    """The lines --plan prints."""
-    rows, total = plan(cfg, s, device, world, prompt_tokens)
-    width = max(len(name) for name, _ in rows)
+    """The lines --plan prints: every phase with its parts, the peak, and a verdict."""
+    phases, total = plan(cfg, s, device, world, prompt_tokens)
+    peak = peak_phase(phases)
+    width = max(len(name) for parts in phases.values() for name, _ in parts) + 4
     lines = [f"memory plan per rank ({device}, {world} rank{'s' if world > 1 else ''}; {s['N'] / 1e9:.2f}B parameters, "
              f"{s['L']} layers), GiB:"]
-    lines += [f"  {name:<{width}}  {x / GiB:8.2f}" for name, x in rows]
-    lines.append(f"  {'total at the peak':<{width}}  {total / GiB:8.2f}")
+    for phase, parts in phases.items():
+        title = ("kept through the run" if phase == "kept" else f"{phase}, besides what is kept") + \
+            ("  <- the peak" if phase == peak else "")
+        lines.append(f"  {title:<{width + 2}}  {sum(x for _, x in parts) / GiB:8.2f}")
+        lines += [f"    {name:<{width}}  {x / GiB:8.2f}" for name, x in parts]
+    lines.append(f"  {'total at the peak (kept + ' + peak + ')':<{width + 2}}  {total / GiB:8.2f}")
     if cfg.cpu_offload:
         lines.append(f"host memory (CPU RAM) per rank for --cpu-offload: {host_bytes(cfg, s, world) / GiB:.1f} GiB "
                      f"(weights, gradients, AdamW moments: 4 N w / ranks)")
+    if device == "cuda":
+        lines.append(f"on the card: {needed_gib(total):.1f} GiB with the allocator's slack (x{SLACK}) and the CUDA "
+                     f"context ({CONTEXT_GIB} GiB); PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True keeps the "
+                     f"slack small (sampling's shapes change every step)")
     if gpu_gib is not None:
-        need = total / GiB + CONTEXT_GIB
+        need = needed_gib(total)
         if need <= gpu_gib:
-            lines.append(f"fits: {need:.1f} GiB (with {CONTEXT_GIB} GiB for the CUDA context) of {gpu_gib:g} GiB, "
-                         f"{gpu_gib - need:.1f} GiB to spare")
+            lines.append(f"fits: {need:.1f} GiB of {gpu_gib:g} GiB, {gpu_gib - need:.1f} GiB to spare")
         else:
-            lines.append(f"does not fit: {need:.1f} GiB (with {CONTEXT_GIB} GiB for the CUDA context) on a "
-                         f"{gpu_gib:g} GiB card, {need - gpu_gib:.1f} GiB too much")
+            lines.append(f"does not fit: {need:.1f} GiB on a {gpu_gib:g} GiB card, {need - gpu_gib:.1f} GiB too much")
             fixes = suggestions(cfg, s, gpu_gib, device, world, prompt_tokens)
-            lines += [f"  fits with: {flags}  ({t / GiB + CONTEXT_GIB:.1f} GiB)" for flags, t in fixes] or \
+            lines += [f"  fits with: {flags}  ({needed_gib(t):.1f} GiB)" for flags, t in fixes] or \
                 ["  no change of these flags makes it fit: a smaller model, or more GPUs"]
     return lines, total
 
@@ -238,9 +286,10 @@ def check_run(cfg, run, world, log):
         return
     free, _ = torch.cuda.mem_get_info(device)
     longest_prompt = max(len(p["prompt_ids"]) for p in run.train_set)
-    total = plan(cfg, shape(run.model.config), "cuda", world, longest_prompt)[1]
-    log(f"memory plan: {total / GiB:.1f} GiB at the peak (python train.py ... --plan for the parts); "
+    total = plan(cfg, shape(run.raw_model.config), "cuda", world, longest_prompt)[1]
+    need = needed_gib(total) - CONTEXT_GIB                  # the context exists already: free memory excludes it
+    log(f"memory plan: {need:.1f} GiB at the peak (python train.py ... --plan for every phase); "
         f"{free / GiB:.1f} GiB free on {torch.cuda.get_device_name(device)}")
-    if total + CONTEXT_GIB * GiB > free:
-        log(f"warning: this run will probably run out of memory ({total / GiB:.1f} GiB planned, {free / GiB:.1f} GiB "
-            f"free): see python train.py ... --plan --gpu-memory {free / GiB:.0f} for flags that fit")
+    if need * GiB > free:
+        log(f"warning: this run will probably run out of memory ({need:.1f} GiB planned, {free / GiB:.1f} "
+            f"GiB free): see python train.py ... --plan --gpu-memory {free / GiB:.0f} for flags that fit")

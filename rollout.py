@@ -299,12 +299,11 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=
     chunk_size=None: logits for the T positions that predict completion tokens (logits_to_keep = T + 1),
     then grpo.token_logprobs. That holds (B, T, V) logits: with a 150k vocabulary, B = 8 and T = 1024,
     4.9 GB in fp32, plus as much again for the backward.
-    chunk_size=c: the decoder's hidden states (B, T, H) only, then for each chunk of c positions
-    lm_head -> log-softmax -> gathered log-prob under activation checkpointing, so at most (B, c, V)
-    logits exist at any time, in the forward and in the backward (recomputed there chunk by chunk).
-    wrapped=True: the model is wrapped for data parallel (parallel.is_data_parallel: DDP or FSDP2), so
-    the forward must go through its own forward, where the engine's hooks run; then the logits are made
-    whole and only the log-softmax is chunked.
+    chunk_size=c: the output head runs on c positions at a time, lm_head -> log-softmax -> gathered
+    log-prob under activation checkpointing, so at most (B, c, V) logits exist at any time, in the
+    forward and in the backward (recomputed there chunk by chunk): ChunkedLogprobHead stands in for the
+    model's head for the one forward. wrapped=True (DDP or FSDP2, parallel.is_data_parallel) changes
+    nothing here: the forward goes through the wrapper, where the engine's hooks run, either way.
     """
     T = tokens.shape[1]
     ids = torch.cat([prompt_ids, tokens], dim=1)                                # (B, L + T)
@@ -312,20 +311,37 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=
     pos = position_ids_from_mask(attn)
     raw = getattr(model, "module", model)                                       # DDP keeps it in .module
     plain_head = not any(getattr(raw.config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
-    if chunk_size and not wrapped and plain_head:
-        hidden = raw.base_model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False)
-        hidden = hidden.last_hidden_state[:, -(T + 1):-1]                       # (B, T, H) predicts tokens
-        head = raw.get_output_embeddings()
-
-        def chunk_logprobs(h, y):                                               # (B, c, H), (B, c) -> (B, c)
-            return token_logprobs(head(h), y, temperature)
-        out = [torch.utils.checkpoint.checkpoint(chunk_logprobs, hidden[:, s:s + chunk_size],
-                                                 tokens[:, s:s + chunk_size], use_reentrant=False)
-               for s in range(0, T, chunk_size)]
-        return torch.cat(out, dim=1)
-    # (under DDP / FSDP the forward must go through the model's own forward, and some heads post-process
-    # their logits: there, the logits are made whole and only the log-softmax is chunked)
     extra = {"logits_to_keep": T + 1} if "logits_to_keep" in forward_params(model) else {}
+    if chunk_size and plain_head and extra:
+        head = raw.get_output_embeddings()
+        raw.set_output_embeddings(ChunkedLogprobHead(head, tokens, temperature, chunk_size))
+        try:                                    # the model's "logits" are then the (B, T) log-probs
+            return model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **extra).logits
+        finally:
+            raw.set_output_embeddings(head)
+    # (some heads post-process their logits: there the logits are made whole, the log-softmax chunked)
     logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **extra).logits
     logits = logits[:, -(T + 1):-1]                                             # (B, T, V) predicts tokens
     return token_logprobs(logits, tokens, temperature, chunk_size)
+
+
+class ChunkedLogprobHead(torch.nn.Module):
+    """The output head of one training forward, made to return log-probs instead of logits: given the
+    hidden states (B, T + 1, H) of the positions kept (logits_to_keep), it returns log pi(tokens) (B, T),
+    computing head -> log-softmax -> gather on `chunk` positions at a time under activation
+    checkpointing. It runs inside the model's own forward, so DDP's and FSDP2's hooks see a forward as
+    usual (FSDP2 keeps the root's weights, the head among them, gathered until the backward)."""
+
+    def __init__(self, head, tokens, temperature, chunk):
+        super().__init__()
+        self.head, self.tokens, self.temperature, self.chunk = head, tokens, temperature, chunk
+
+    def forward(self, hidden):                                                 # (B, T + 1, H)
+        hidden = hidden[:, :-1]                                                # (B, T, H) predicts tokens
+
+        def chunk_logprobs(h, y):                                              # (B, c, H), (B, c) -> (B, c)
+            return token_logprobs(self.head(h), y, self.temperature)
+        T, c = self.tokens.shape[1], self.chunk
+        return torch.cat([torch.utils.checkpoint.checkpoint(chunk_logprobs, hidden[:, s:s + c],
+                                                            self.tokens[:, s:s + c], use_reentrant=False)
+                          for s in range(0, T, c)], dim=1)

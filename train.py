@@ -243,6 +243,7 @@ def policy_update(model, optimizer, batch, cfg):
     params = parallel.unwrap(model).parameters()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     optimizer.step()
+    optimizer.zero_grad(set_to_none=True)       # freed now: sampling and evaluation need the memory
     # loss: the batch's (over all ranks); clip_frac, ratio_mean, kl: means over the rows that were run
     out = {**{k: v / max(stat_w, 1e-12) for k, v in stats_sum.items()}, "grad_norm": grad_norm.item(),
            "loss": parallel.all_reduce(torch.tensor(loss_sum), "mean").item()}
@@ -328,7 +329,9 @@ def setup(cfg, device, log):
         ref_model = copy.deepcopy(raw_model).eval().requires_grad_(False).to(device, mixed or raw_model.dtype)
     # torchrun: DDP or FSDP2 shards; --cpu-offload: FSDP2, state in host memory (before the optimizer is made)
     model = parallel.wrap(raw_model, cfg.fsdp, device, mixed, cfg.cpu_offload)
-    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # on a GPU the fused AdamW step: one kernel, no full-size temporary (the foreach step makes N x 4 bytes)
+    fused = {"fused": True} if device.type == "cuda" and not cfg.cpu_offload else {}
+    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     return Run(raw_model, model, ref_model, optimizer, tok, stop_token_ids(raw_model, tok), device,
                train_set, held_out[:cfg.eval_problems])
 
@@ -340,7 +343,7 @@ def held_out_accuracy(run, cfg):
                                temperature=cfg.eval_temperature, top_p=cfg.eval_top_p, top_k=cfg.eval_top_k,
                                max_new_tokens=completion_tokens(cfg.max_new_tokens, cfg.data),
                                eos_token_id=run.eos, seed=cfg.seed,
-                               batch_size=max(cfg.rollout_batch_size, 64) if cfg.rollout_batch_size else 256,
+                               batch_size=cfg.rollout_batch_size or 256,   # as many rows as a rollout
                                progress=cfg.progress)
 
 

@@ -40,19 +40,19 @@ def recipe(name, card):
     model on a card; flags "" when the base run fits as it is; None when nothing fits on 8 cards."""
     s = plan.shape(model_config(name))
     total = plan.plan(BASE, s, "cuda")[1]
-    if total / plan.GiB + plan.CONTEXT_GIB <= card:
-        return "", 1, total / plan.GiB + plan.CONTEXT_GIB, 0
+    if plan.needed_gib(total) <= card:
+        return "", 1, plan.needed_gib(total), 0
     fixes = plan.suggestions(BASE, s, card, "cuda")
     if not fixes:
         return None
     flags, total = fixes[0]
     ranks = int(flags.split("--nproc_per_node ")[1].split()[0]) if flags.startswith("torchrun") else 1
     host = plan.host_bytes(Config(cpu_offload="--cpu-offload" in flags), s, ranks) / plan.GiB
-    return flags.split("train.py ... ")[-1], ranks, total / plan.GiB + plan.CONTEXT_GIB, host
+    return flags.split("train.py ... ")[-1], ranks, plan.needed_gib(total), host
 
 
 def table():
-    lines = ["| card (GiB) | model | flags added to the base run | GPUs | planned peak per GPU (GiB) "
+    lines = ["| card (GiB) | model | flags added to the base run | GPUs | planned peak per GPU, with context and slack (GiB) "
              "| host RAM for --cpu-offload (GiB) | full fine-tuning |", "|---|---|---|---|---|---|---|"]
     for card in CARDS:
         for name in SHAPES:

@@ -88,3 +88,16 @@ def table_cases(table):
     """{category: [(prediction, gold, want), ...]} -> [(category, prediction, gold, want), ...], the
     rows of an answer-checker case table as pytest parameters."""
     return [(cat, p, g, want) for cat, rows in table.items() for p, g, want in rows]
+
+
+class KeepGradient(torch.optim.SGD):
+    """SGD with lr 0 that keeps the flat gradient it stepped on (train.policy_update frees p.grad after
+    its step, so a test reads the gradient here)."""
+
+    def __init__(self, params):
+        self.kept = list(params)
+        super().__init__(self.kept, lr=0.0)
+
+    def step(self, closure=None):
+        self.gradient = torch.cat([p.grad.reshape(-1) for p in self.kept if p.grad is not None])
+        return super().step(closure)

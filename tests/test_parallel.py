@@ -47,16 +47,18 @@ def _data_parallel_worker(rank, world, init_file, out_dir, engine, cfg_kwargs):
     dist.barrier()          # both ranks are done; the process group goes with the process (no teardown race)
 
 
-@pytest.mark.parametrize("engine,aggregation,grad_clip", [("ddp", "seq_mean", 0.0), ("ddp", "token_mean", 0.0),
-                                                          ("fsdp", "seq_mean", 0.0), ("fsdp", "token_mean", 0.05),
-                                                          ("fsdp-bf16", "seq_mean", 0.0)])
+@pytest.mark.parametrize("engine,aggregation,grad_clip,chunk", [
+    ("ddp", "seq_mean", 0.0, 0), ("ddp", "token_mean", 0.0, 3), ("fsdp", "seq_mean", 0.0, 3),
+    ("fsdp", "token_mean", 0.05, 0), ("fsdp-bf16", "seq_mean", 0.0, 0)])
 def test_data_parallel_step_equals_one_process_on_the_union_of_the_batches(tmp_path, engine, aggregation,
-                                                                           grad_clip):
+                                                                           grad_clip, chunk):
     import torch.multiprocessing as mp
     # micro-batches of 2 with ties skipped: rank 0 keeps 2 rows (one chunk), rank 1 keeps 4 (two
     # chunks), so the padding with zero-weight backward passes is exercised too; grad_clip 0.05 is
     # below the gradient's norm, so clipping (a norm over both ranks' shards under FSDP) changes the step
-    cfg_kwargs = dict(aggregation=aggregation, micro_batch_size=2, grad_clip=grad_clip, max_new_tokens=8, beta=0.0)
+    # chunk 3: the log-prob head in chunks of 3 positions inside the wrapped forward (rollout.ChunkedLogprobHead)
+    cfg_kwargs = dict(aggregation=aggregation, micro_batch_size=2, grad_clip=grad_clip, max_new_tokens=8, beta=0.0,
+                      logprob_chunk=chunk)
     mp.start_processes(_data_parallel_worker, args=(2, str(tmp_path / "init"), str(tmp_path), engine, cfg_kwargs),
                        nprocs=2, start_method="spawn")
     model, batch = fixed_batch(build_tiny_tokenizer())

@@ -36,43 +36,80 @@ def test_parts_by_hand_on_a_tiny_config():
     assert s["N"] == sum(p.numel() for p in Qwen2ForCausalLM(config).parameters())     # counted on the meta device
     assert (s["L"], s["h"], s["I"], s["V"], s["kv"]) == (2, 16, 32, 100, 8)
     cfg = Config(prompts_per_step=4, group_size=2, micro_batch_size=2, max_new_tokens=10, max_prompt_tokens=6)
-    rows, total = plan.plan(cfg, s, device="cpu")
-    parts = dict(rows)
+    phases, total = plan.plan(cfg, s, device="cpu")
+    assert list(phases) == ["kept", "sampling", "training micro-batch", "optimizer step", "held-out evaluation"]
     N = s["N"]
-    assert parts["weights (N w / shards)"] == 4 * N and parts["AdamW moments (2 N w / shards)"] == 8 * N
+    kept, sampling, train_mb, step, evaluation = (dict(phases[p]) for p in phases)
+    assert kept == {"weights (N w / shards)": 4 * N, "AdamW moments (2 N w / shards)": 8 * N}
     # the log-prob head of 2 sequences x 10 new tokens x 100 logits, fp32: logits, exp, gradient, and
-    # half a copy of the backward's temporaries
-    assert parts["logits and log-softmax (b T V, or b c V chunked)  <- peak phase"] == 2 * 10 * 100 * (4 + 4 + 4 + 2)
-    # KV cache: 8 rows x 16 tokens x (k, v) x 2 layers x 8 x 4 bytes
-    kv = [x for name, x in rows if name.startswith("KV cache")][0]
-    assert kv == 8 * 16 * 2 * 2 * 8 * 4
-    peak = [x for name, x in rows if name.endswith("<- peak phase")]
-    # 8 rows in micro-batches of 2: from the second micro-batch on, the gradients are there too
-    assert parts["gradients (N w / shards)  <- peak phase"] == 4 * N
-    assert total == pytest.approx(4 * N + 8 * N + sum(peak))
+    # half a copy of the backward's temporaries; 8 rows in micro-batches of 2: from the second micro-batch
+    # on the gradients are there too
+    assert train_mb["logits and log-softmax (b T V, or b c V chunked)"] == 2 * 10 * 100 * (4 + 4 + 4 + 2)
+    assert train_mb["gradients (N w / shards)"] == 4 * N
+    # sampling 8 rows (4 prompts x 2) of 6 + 10 tokens: the KV cache, 8 x 16 tokens x (k, v) x 2 layers x 8 x
+    # 4 bytes; the 4 prompts' cache before the rows are copied from it; one layer's prefill activations over
+    # 4 x 6 prompt tokens; the logits of 8 rows
+    assert sampling["KV cache of a rollout micro-batch (R S 2 L kv a)"] == 8 * 16 * 2 * 2 * 8 * 4
+    assert sampling["the prompts' cache, copied into the rows' (R/k S 2 L kv a)"] == 4 * 16 * 2 * 2 * 8 * 4
+    assert sampling["prefill: one layer's activations over the prompts (R/k P (3I + 4h + 2kv) a)"] == \
+        4 * 6 * (3 * 32 + 4 * 16 + 2 * 8) * 4
+    assert sampling["next-token logits and probabilities (R V x 3 fp32)"] == 8 * 100 * 12
+    # the optimizer step: the gradients and, on a CPU (foreach AdamW), one fp32 temporary of N; on CUDA
+    # the fused step makes none
+    assert step == {"gradients (N w / shards)": 4 * N,
+                    "AdamW step temporaries (fused on CUDA: none; foreach: N x 4 / shards)": 4 * N}
+    assert dict(plan.plan(cfg, s, device="cuda")[0]["optimizer step"])[
+        "AdamW step temporaries (fused on CUDA: none; foreach: N x 4 / shards)"] == 0
+    # held-out evaluation: as many rows, one sample per prompt, so 8 prompts are prefilled
+    assert evaluation["the prompts' cache, copied into the rows' (R/k S 2 L kv a)"] == 8 * 16 * 2 * 2 * 8 * 4
+    assert total == pytest.approx(12 * N + max(sum(p.values()) for p in (sampling, train_mb, step, evaluation)))
     # sharding divides the state: FSDP over 4 ranks holds a quarter of weights, gradients and moments
-    sharded = dict(plan.plan(Config(**{**vars(cfg), "fsdp": True}), s, device="cpu", world=4)[0])
+    sharded = dict(plan.plan(Config(**{**vars(cfg), "fsdp": True}), s, device="cpu", world=4)[0]["kept"])
     assert sharded["weights (N w / shards)"] == N and sharded["AdamW moments (2 N w / shards)"] == 2 * N
 
 
 def test_compile_keeps_a_fixed_kv_cache_through_training():
-    """--compile: the KV cache is rounded up to 256 positions and stays allocated (rollout.CompiledDecoder
-    reuses it), so it counts in every phase; on CUDA the CUDA graphs' pool of decode-step logits too."""
+    """--compile: the KV cache is rounded up to 256 positions and stays allocated (kv_cache.CompiledDecoder
+    reuses it), so it is kept through the run; on CUDA the CUDA graphs' pool of decode-step logits too."""
     config = Qwen2Config(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
     s = plan.shape(config)
     cfg = Config(prompts_per_step=4, group_size=2, micro_batch_size=2, max_new_tokens=10, max_prompt_tokens=6)
-    eager_rows, eager = plan.plan(cfg, s, device="cpu")
-    rows, total = plan.plan(Config(**{**vars(cfg), "compile": True}), s, device="cpu")
-    fixed = dict(rows)["--compile: fixed KV cache, kept (R S' 2 L kv a, S' = S up to 256)"]
+    eager_phases, eager = plan.plan(cfg, s, device="cpu")
+    phases, total = plan.plan(Config(**{**vars(cfg), "compile": True}), s, device="cpu")
+    fixed = dict(phases["kept"])["--compile: fixed KV cache, kept (R S' 2 L kv a, S' = S up to 256)"]
     assert fixed == 8 * 256 * 2 * 2 * 8 * 4                         # 8 rows x 256 positions (16 rounded up)
-    assert not any(name.startswith("KV cache") for name, _ in rows)
-    # while sampling, the prompts' cache is made (8 rows x 6 prompt tokens) and copied into the fixed one
-    assert dict(rows)["--compile: the prompts' KV cache, copied into it (R P 2 L kv a, P prompt tokens)  "
-                      "(other phase, not at the peak)"] == 8 * 6 * 2 * 2 * 8 * 4
+    assert not any(name.startswith("KV cache") for name, _ in phases["sampling"])
+    # while sampling, the prompts' cache is made (4 prompts x 6 prompt tokens) and copied into the fixed one
+    assert dict(phases["sampling"])["--compile: the prompts' KV cache, copied into the fixed one (R/k P 2 L kv a)"] \
+        == 4 * 6 * 2 * 2 * 8 * 4
     assert total == pytest.approx(eager + fixed)                    # the peak phase (training) is unchanged
-    cuda = dict(plan.plan(Config(**{**vars(cfg), "compile": True}), s, device="cuda")[0])
+    cuda = dict(plan.plan(Config(**{**vars(cfg), "compile": True}), s, device="cuda")[0]["kept"])
     assert cuda["--compile: CUDA graphs' pool, decode-step logits (R V x 6 bytes)"] == 8 * 100 * 6
+
+
+def test_every_suggestion_passes_the_config_check_and_compile_is_never_offloaded(tmp_path):
+    """Suggestions are flag sets the run accepts: each goes through config.check_config; with --compile,
+    --cpu-offload (which the run refuses with it) is never proposed."""
+    from config import check_config, parse_args
+    from transformers import Qwen2Config as Q
+    s = plan.shape(Q(**{k: v for k, v in QWEN_MATH_15B.items() if k not in ("architectures", "model_type")}))
+    seen = 0
+    for compile_ in (False, True):
+        for card in (16, 24, 48, 80):
+            for world in (1, 2):
+                cfg = parse_args(["--model", "m", "--group-size", "2", "--prompts-per-step", "64", "--max-new-tokens",
+                                  "1024", "--micro-batch-size", "8"] + ["--compile"] * compile_)
+                for flags, _ in plan.suggestions(cfg, s, card, "cuda", world):
+                    seen += 1
+                    ranks = int(flags.split("--nproc_per_node ")[1].split()[0]) if flags.startswith("torchrun") else world
+                    argv = flags.split("train.py ... ")[-1].split()
+                    candidate = parse_args(["--model", "m", "--group-size", "2", "--prompts-per-step", "64",
+                                            "--max-new-tokens", "1024", "--micro-batch-size", "8"]
+                                           + ["--compile"] * compile_ + argv)
+                    check_config(candidate, ranks)                  # raises SystemExit if the run would refuse
+                    assert not (compile_ and "--cpu-offload" in argv), flags
+    assert seen >= 8
 
 
 def test_the_readme_example_does_not_fit_24_gib_and_says_what_would(tmp_path, capsys):
@@ -86,22 +123,22 @@ def test_the_readme_example_does_not_fit_24_gib_and_says_what_would(tmp_path, ca
     assert "weights (N w / shards)" in text and "1.54B parameters" in text
     fix = [line for line in text.splitlines() if line.strip().startswith("fits with:")][0]
     # no memory flag alone fits one card: the state goes to host memory (FSDP2's CPU offload)
-    assert fix.split("(")[0].split() == ["fits", "with:", "--cpu-offload", "--logprob-chunk", "256",
-                                         "--gradient-checkpointing"]
+    assert fix.split("(")[0].split()[:5] == ["fits", "with:", "--cpu-offload", "--logprob-chunk", "256"]
     flags = fix.split("with: ", 1)[1].rsplit("  (", 1)[0].split()
     again = train.main(argv + flags)
     text = capsys.readouterr().out
     # on the GPU: no weights, gradients or moments; the whole bf16 model while sampling (1.54e9 x 2 bytes)
-    assert "whole weights gathered for sampling (N x 2 bytes)" in text and "weights (N w / shards)" not in text
+    assert "whole weights gathered for decoding (N x 2 bytes)" in text and "weights (N w / shards)" not in text
     assert "host memory (CPU RAM) per rank for --cpu-offload: 23.0 GiB" in text       # 1.54e9 x 16 bytes
-    assert again["total_gib"] + plan.CONTEXT_GIB <= 24 and "fits:" in text
+    assert plan.needed_gib(again["total_gib"] * GiB) <= 24 and "fits:" in text
     # without host memory to spare, two 24 GiB cards hold the sharded state
     os.environ["WORLD_SIZE"] = "2"
     try:
-        sharded = train.main(argv + ["--fsdp", "--logprob-chunk", "256", "--gradient-checkpointing"])
+        sharded = train.main(argv + ["--fsdp", "--logprob-chunk", "256", "--gradient-checkpointing",
+                                     "--micro-batch-size", "2", "--rollout-batch-size", "32"])
     finally:
         del os.environ["WORLD_SIZE"]
-    assert sharded["total_gib"] + plan.CONTEXT_GIB <= 24 and "fits:" in capsys.readouterr().out
+    assert plan.needed_gib(sharded["total_gib"] * GiB) <= 24 and "fits:" in capsys.readouterr().out
     # an 80 GiB card fits it on one GPU with the memory flags alone
     train.main(argv[:-1] + ["80"])
     assert "fits with: --logprob-chunk 256 --gradient-checkpointing" in capsys.readouterr().out

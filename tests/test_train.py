@@ -6,7 +6,7 @@ import signal
 
 import pytest
 import torch
-from helpers import benchmark_files, fixed_batch, small_run_args, tiny_chat_model, write_jsonl
+from helpers import KeepGradient, benchmark_files, fixed_batch, small_run_args, tiny_chat_model, write_jsonl
 from transformers import AutoModelForCausalLM
 
 import train
@@ -65,17 +65,17 @@ def test_two_micro_batches_of_4_give_the_gradient_of_one_batch_of_8(loss, aggreg
         model, batch = fixed_batch(tok)
         cfg = Config(loss=loss, aggregation=aggregation, beta=beta, micro_batch_size=mb, grad_clip=0.0,
                      max_new_tokens=8, skip_ties=False)
-        opt = torch.optim.SGD(model.parameters(), lr=0.0)           # lr 0: p.grad stays for inspection
+        opt = KeepGradient(model.parameters())                      # lr 0: keeps the gradient it stepped on
         stats = policy_update(model, opt, batch, cfg)
-        assert stats is not None
-        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]))
+        assert stats is not None and all(p.grad is None for p in model.parameters())   # freed after the step
+        grads.append(opt.gradient)
     assert grads[0].abs().max() > 0
     assert torch.allclose(grads[1], grads[0], atol=1e-6, rtol=1e-4)
     assert torch.allclose(grads[2], grads[0], atol=1e-6, rtol=1e-4)
 
 
 def update(batch_and_model, off_policy=False, **cfg):
-    """policy_update with lr 0 (the gradient stays in p.grad): (flat gradient, logged statistics).
+    """policy_update with lr 0 (KeepGradient keeps the gradient): (flat gradient, logged statistics).
     off_policy: old log-probs moved by up to +-0.3, so ratios differ from 1 (some clipped) and the
     loss is not ~0 (on-policy, sequence-mean GRPO's loss is -mean(A) = 0)."""
     model, batch = batch_and_model
@@ -83,8 +83,9 @@ def update(batch_and_model, off_policy=False, **cfg):
         g = torch.Generator().manual_seed(1)
         batch.old_logp = batch.sampler_logp + 0.3 * (2 * torch.rand(batch.sampler_logp.shape, generator=g) - 1)
     cfg = Config(**{"grad_clip": 0.0, "max_new_tokens": 8, **cfg})
-    stats = policy_update(model, torch.optim.SGD(model.parameters(), lr=0.0), batch, cfg)
-    return torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]), stats
+    opt = KeepGradient(model.parameters())
+    stats = policy_update(model, opt, batch, cfg)
+    return (opt.gradient if stats is not None else torch.zeros(0)), stats
 
 
 def close(a, b, rel=1e-5):
