@@ -115,15 +115,17 @@ def append_metrics(out_dir, row):
             f.write(json.dumps(row) + "\n")
 
 
-def save_final(out_dir, model, tok, summary):
-    """The trained model as an ordinary Hugging Face directory (out_dir/model, atomically) and
-    summary.json. Every rank calls it: under FSDP the weights are gathered from the shards."""
-    weights, _ = full_state_dicts(model, None)
-    if is_main():
+def save_final(out_dir, model, tok, summary, save_model=True):
+    """The trained model as an ordinary Hugging Face directory (out_dir/model, atomically; not with
+    save_model=False) and summary.json. Every rank calls it: under FSDP the weights are gathered from
+    the shards."""
+    weights = full_state_dicts(model, None)[0] if save_model else None
+    if is_main() and save_model:
         def save(directory):
             unwrap(model).save_pretrained(directory, state_dict=weights)
             tok.save_pretrained(directory)
         save_dir_atomic(os.path.join(out_dir, "model"), save)
+    if is_main():
         with open(os.path.join(out_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
     barrier()      # every rank leaves together: none tears its connections down while a peer uses them

@@ -86,6 +86,8 @@ class Config:
     eval_top_p: float = flag(1.0, "held-out nucleus sampling (the paper: 0.8)")
     eval_top_k: int = flag(0, "held-out top-k sampling (the paper: 20)")
     save_every: int = flag(200, "checkpoint every N steps (and at the end)")
+    save: bool = flag(True, "write checkpoints and the final model (--no-save: a throwaway run, as the GPU "
+                      "check's)")
     resume: bool = flag(False, "continue from out_dir/checkpoint.pt")
     warm_start_target: float = flag(0.2, "built-in task: supervised warm start until validation accuracy "
                                     "passes this")

@@ -16,6 +16,8 @@ two phases that come and go: the forward and backward of one micro-batch (with t
 the second micro-batch on), or sampling (with the gradients of the last update).
 """
 
+import contextlib
+
 import torch
 
 from data import completion_tokens
@@ -49,8 +51,8 @@ def shape(config):
             "h": config.hidden_size, "I": config.intermediate_size, "V": config.vocab_size,
             "kv": getattr(config, "num_key_value_heads", heads) * head_dim,
             "N_layer": sum(p.numel() for p in layer.parameters()) if layer is not None else 0,
-            "N_linear": sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)   # a tied head
-                            for p in m.parameters(recurse=False))}                                 # counts again
+            "N_linear": sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)
+                            for p in m.parameters(recurse=False))}            # a tied head counts again
 
 
 def activation_bytes_per_token(s, a, checkpointing):
@@ -119,7 +121,7 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
                  ("prefill: one layer's activations over the prompts (R/k P (3I + 4h + 2kv) a)",
                   prompts * P * (3 * I + 4 * h + 2 * kv) * a),
                  ("next-token logits and probabilities (R V x 3 fp32)", rows * V * 4 * 3)]
-        if cfg.compile:     # kv_cache.CompiledDecoder: its fixed cache is kept (below); the prompts' cache only
+        if cfg.compile:     # kv_cache.CompiledDecoder keeps its fixed cache (below); the prompts' cache comes
             parts[0:2] = [("--compile: the prompts' KV cache, copied into the fixed one (R/k P 2 L kv a)",
                            prompts * P * kv_per_token)]
         return read * (not cfg.compile) + parts
@@ -137,16 +139,18 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
         ("activations of one micro-batch (b S x per-token bytes)",
          b * S * activation_bytes_per_token(s, a, cfg.gradient_checkpointing)),
         ("logits and log-softmax (b T V, or b c V chunked)", logit_bytes(s, a, b, T, cfg.logprob_chunk))]
-    if offload:             # FSDP2 copies a layer's weights in (the next one prefetched) and its gradients out
-        train.append(("--cpu-offload: embeddings/head + 2 layers' weights and gradients ((N_root + 2 N_layer)(a + 4))",
-                      (root + 2 * s["N_layer"]) * (a + 4)))
+    if offload:             # FSDP2 copies a layer's weights in (the next one prefetched), its gradients out
+        train.append(("--cpu-offload: embeddings/head + 2 layers' weights and gradients "
+                      "((N_root + 2 N_layer)(a + 4))", (root + 2 * s["N_layer"]) * (a + 4)))
     elif cfg.fsdp:          # FSDP2 gathers a layer (and prefetches the next) and keeps the root gathered
-        train.append(("--fsdp: the root and 2 layers gathered ((N_root + 2 N_layer) a)", (root + 2 * s["N_layer"]) * a))
+        train.append(("--fsdp: the root and 2 layers gathered ((N_root + 2 N_layer) a)",
+                      (root + 2 * s["N_layer"]) * a))
     phases["training micro-batch"] = train
     # the optimizer step: the gradients, and AdamW's temporaries: the fused step on CUDA makes none, the
     # foreach step (elsewhere) one full-size fp32 tensor; with --cpu-offload the step runs on the CPU
     phases["optimizer step"] = [] if offload else grads + [
-        ("AdamW step temporaries (fused on CUDA: none; foreach: N x 4 / shards)", 0 if cuda else N * 4 / shard)]
+        ("AdamW step temporaries (fused on CUDA: none; foreach: N x 4 / shards)",
+         0 if cuda else N * 4 / shard)]
     # held-out evaluation: decoding as many rows as a rollout micro-batch, eval_samples per prompt
     phases["held-out evaluation"] = decoding(R, cfg.eval_samples, "an evaluation micro-batch")
     peak = max(PHASES, key=lambda p: sum(x for _, x in phases[p]))
@@ -199,7 +203,8 @@ def suggestions(cfg, s, gpu_gib, device="cuda", world=1, prompt_tokens=None):
         tries.append({"rollout_batch_size": rb})
 
     def flags(changes):
-        return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in changes.items())
+        return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                        for k, v in changes.items())
 
     def accepted(candidate, ranks):
         try:
@@ -207,7 +212,8 @@ def suggestions(cfg, s, gpu_gib, device="cuda", world=1, prompt_tokens=None):
             return True
         except SystemExit:
             return False
-    one_card = [(world, {})] + ([(world, {"cpu_offload": True})] if device == "cuda" and not cfg.cpu_offload else [])
+    offload = [(world, {"cpu_offload": True})] if device == "cuda" and not cfg.cpu_offload else []
+    one_card = [(world, {})] + offload
     for ranks, base in one_card + [(n, {"fsdp": True}) for n in (2, 4, 8) if n > world]:
         changes = dict(base)
         for change in [{}] + tries:
@@ -225,8 +231,8 @@ def report(cfg, s, gpu_gib=None, device="cuda", world=1, prompt_tokens=None):
     phases, total = plan(cfg, s, device, world, prompt_tokens)
     peak = peak_phase(phases)
     width = max(len(name) for parts in phases.values() for name, _ in parts) + 4
-    lines = [f"memory plan per rank ({device}, {world} rank{'s' if world > 1 else ''}; {s['N'] / 1e9:.2f}B parameters, "
-             f"{s['L']} layers), GiB:"]
+    lines = [f"memory plan per rank ({device}, {world} rank{'s' if world > 1 else ''}; {s['N'] / 1e9:.2f}B "
+             f"parameters, {s['L']} layers), GiB:"]
     for phase, parts in phases.items():
         title = ("kept through the run" if phase == "kept" else f"{phase}, besides what is kept") + \
             ("  <- the peak" if phase == peak else "")
@@ -234,22 +240,38 @@ def report(cfg, s, gpu_gib=None, device="cuda", world=1, prompt_tokens=None):
         lines += [f"    {name:<{width}}  {x / GiB:8.2f}" for name, x in parts]
     lines.append(f"  {'total at the peak (kept + ' + peak + ')':<{width + 2}}  {total / GiB:8.2f}")
     if cfg.cpu_offload:
-        lines.append(f"host memory (CPU RAM) per rank for --cpu-offload: {host_bytes(cfg, s, world) / GiB:.1f} GiB "
-                     f"(weights, gradients, AdamW moments: 4 N w / ranks)")
+        host = host_bytes(cfg, s, world) / GiB
+        lines.append(f"host memory (CPU RAM) per rank for --cpu-offload: {host:.1f} GiB (weights, gradients, "
+                     f"AdamW moments: 4 N w / ranks)")
     if device == "cuda":
-        lines.append(f"on the card: {needed_gib(total):.1f} GiB with the allocator's slack (x{SLACK}) and the CUDA "
-                     f"context ({CONTEXT_GIB} GiB); PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True keeps the "
-                     f"slack small (sampling's shapes change every step)")
+        lines.append(f"on the card: {needed_gib(total):.1f} GiB with the allocator's slack (x{SLACK}) and "
+                     f"the CUDA context ({CONTEXT_GIB} GiB); PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
+                     f" keeps the slack small (sampling's shapes change every step)")
     if gpu_gib is not None:
         need = needed_gib(total)
         if need <= gpu_gib:
             lines.append(f"fits: {need:.1f} GiB of {gpu_gib:g} GiB, {gpu_gib - need:.1f} GiB to spare")
         else:
-            lines.append(f"does not fit: {need:.1f} GiB on a {gpu_gib:g} GiB card, {need - gpu_gib:.1f} GiB too much")
+            lines.append(f"does not fit: {need:.1f} GiB on a {gpu_gib:g} GiB card, "
+                         f"{need - gpu_gib:.1f} GiB too much")
             fixes = suggestions(cfg, s, gpu_gib, device, world, prompt_tokens)
             lines += [f"  fits with: {flags}  ({needed_gib(t):.1f} GiB)" for flags, t in fixes] or \
                 ["  no change of these flags makes it fit: a smaller model, or more GPUs"]
     return lines, total
+
+
+@contextlib.contextmanager
+def peak_memory(device, row, phase):
+    """On CUDA, the block's peak memory in GiB, allocated and reserved, into row["peak_<phase>_gib"] and
+    row["reserved_<phase>_gib"] (train.py logs sampling, update and evaluation; bench/gpu_check.py reads
+    them against the plan). Nothing elsewhere."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    torch.cuda.reset_peak_memory_stats(device)
+    yield
+    row[f"peak_{phase}_gib"] = round(torch.cuda.max_memory_allocated(device) / GiB, 3)
+    row[f"reserved_{phase}_gib"] = round(torch.cuda.max_memory_reserved(device) / GiB, 3)
 
 
 def model_shape(name):
@@ -287,7 +309,7 @@ def check_run(cfg, run, world, log):
     free, _ = torch.cuda.mem_get_info(device)
     longest_prompt = max(len(p["prompt_ids"]) for p in run.train_set)
     total = plan(cfg, shape(run.raw_model.config), "cuda", world, longest_prompt)[1]
-    need = needed_gib(total) - CONTEXT_GIB                  # the context exists already: free memory excludes it
+    need = needed_gib(total) - CONTEXT_GIB           # the context exists already: free memory excludes it
     log(f"memory plan: {need:.1f} GiB at the peak (python train.py ... --plan for every phase); "
         f"{free / GiB:.1f} GiB free on {torch.cuda.get_device_name(device)}")
     if need * GiB > free:

@@ -316,7 +316,8 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=
         head = raw.get_output_embeddings()
         raw.set_output_embeddings(ChunkedLogprobHead(head, tokens, temperature, chunk_size))
         try:                                    # the model's "logits" are then the (B, T) log-probs
-            return model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **extra).logits
+            out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **extra)
+            return out.logits
         finally:
             raw.set_output_embeddings(head)
     # (some heads post-process their logits: there the logits are made whole, the log-softmax chunked)

@@ -102,7 +102,9 @@ def train_step(step, run, cfg):
     #    groups where pairs tie (resample.py)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step * 1_009 + rank)
     # (under FSDP the whole weights are gathered once for the rollout: parallel.full_weights)
-    with autocast(device, cfg.dtype), parallel.full_weights(run.raw_model):
+    memory = {}                                      # on a GPU: each phase's peak (plan.peak_memory)
+    with plan.peak_memory(device, memory, "sampling"), autocast(device, cfg.dtype), \
+            parallel.full_weights(run.raw_model):
         rollout, r = sample_groups(run, cfg, problems, gen)                                  # r: (P*G,)
         first_r, drawn = r, {"pairs_drawn": len(problems), "extra_rollouts": 0}
         if cfg.resample != "off":     # refills: the stream's next prompts, which the next steps then skip
@@ -135,7 +137,9 @@ def train_step(step, run, cfg):
             batch.ref_seq = (batch.old_logp * rollout.mask).sum(1)
     # 7. the update: --num-iterations optimizer steps on these rollouts (1: on-policy)
     t1 = time.perf_counter()
-    updates = [policy_update(run.model, run.optimizer, batch, cfg) or {} for _ in range(cfg.num_iterations)]
+    with plan.peak_memory(device, memory, "update"):
+        updates = [policy_update(run.model, run.optimizer, batch, cfg) or {}
+                   for _ in range(cfg.num_iterations)]
     stats = dict(updates[-1])                          # the last update's statistics, and from the first:
     stats.update({k: v for k, v in updates[0].items() if k.startswith("sampler_gap")})   # |pi_old - sampler|
     if cfg.num_iterations > 1 and updates[0]:                                             # ratio 1, no clip
@@ -144,7 +148,7 @@ def train_step(step, run, cfg):
     times = {"rollout_s": round(t_rollout, 4), "train_s": round(time.perf_counter() - t1, 4),
              "tokens_per_s": round(rollout.mask.sum().item() / max(t_rollout, 1e-9), 1)}
     return {**{k: v for k, v in stats.items() if k != "adv_mean"}, "step": step,
-            **batch_metrics(run, cfg, first_r, r, adv, rollout, drawn), **times,
+            **batch_metrics(run, cfg, first_r, r, adv, rollout, drawn), **times, **memory,
             "lr": run.optimizer.param_groups[0]["lr"], "step_s": round(time.perf_counter() - t0, 4)}
 
 
@@ -377,13 +381,14 @@ def train(cfg):
             run.rollouts += row["pairs_drawn"] * cfg.group_size
             row["rollouts"] = run.rollouts
             if run.held_out and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-                row["held_out_acc"] = held_out_accuracy(run, cfg)
+                with plan.peak_memory(run.device, row, "evaluation"):
+                    row["held_out_acc"] = held_out_accuracy(run, cfg)
             append_metrics(cfg.out_dir, row)
             bar.set_postfix({k: f"{row[k]:.2f}" for k in ("reward_mean", "accuracy", "tie_frac", "step_s",
                                                             "held_out_acc") if row.get(k) is not None})
             # every rank stops at the same step (Ctrl-C may reach the ranks at different moments)
             stopping = bool(parallel.all_reduce(torch.tensor(float(stop.stop)), "max"))
-            if done % cfg.save_every == 0 or done == cfg.steps or stopping:
+            if cfg.save and (done % cfg.save_every == 0 or done == cfg.steps or stopping):
                 save_checkpoint(os.path.join(cfg.out_dir, "checkpoint.pt"), run.model, run.optimizer,
                                 done, cfg, {"rollouts": run.rollouts, "data_pos": run.data_pos})
             if stopping:
@@ -404,7 +409,7 @@ def finish(run, cfg, acc_before, t_start, log):
     summary = {"held_out_before": acc_before, "held_out_after": acc_after,
                "rollouts": run.rollouts, "steps": cfg.steps,
                "wall_s": round(wall, 1), "out_dir": cfg.out_dir}
-    save_final(cfg.out_dir, run.model, run.tok, summary)
+    save_final(cfg.out_dir, run.model, run.tok, summary, save_model=cfg.save)
     before = f"{acc_before:.1%}" if acc_before is not None else "(see the run's first part)"
     acc = ("not measured (no held-out set: pass one with --eval-data FILE.jsonl)" if acc_after is None
            else f"{before} -> {acc_after:.1%}")

@@ -1,36 +1,32 @@
-"""One command that measures a GPU: run it whenever one is at hand, and copy its numbers into the README.
+"""One command that measures a GPU: run it whenever one is at hand, and copy its numbers into the docs.
 
-    python bench/gpu_check.py               # on one GPU, at most 8 minutes; writes bench/results/gpu.md
-    python bench/gpu_check.py --dry-run     # every part on tiny shapes, on the CPU, in about 2 minutes
+    python bench/gpu_check.py                  # one GPU, one deadline (8 minutes); writes bench/results/gpu.md
+    python bench/gpu_check.py --dry-run        # every part on tiny shapes, on the CPU, in about a minute
 
-It installs nothing and runs on the torch and transformers it finds (it prints their versions).
-Each part runs in its own process with a time limit, all within one deadline (8 minutes); a part that
-fails or runs out of time is reported as such and the others go on; parts come in order of importance.
-Models are random weights built from the real config.json shapes of Qwen2.5-0.5B and
-Qwen2.5(-Math)-1.5B (no weights exist on these machines). Parts:
-  1. the test suite (python -m pytest -q tests);
-  1b. precision (bench/sampler_gap.py): the sampler-vs-training log-prob gap under float32, mixed and
-     bfloat16, the first update's ratio with the sampler's and the training forward's pi_old, and the
-     KV cache's bytes per token, for the 1.5B shape cut to 8 layers;
-  2. sampling speed (bench/rollout_speed.py): rollout.sample, eager and compiled (compile=True), vs
-     model.generate and generate with a static cache, for the 0.5B and 1.5B shapes at batch
-     512 / 256 / 64, 512 new tokens, EOS workload;
-  3. decode tokens/s at batch 1 for the 1.5B shape, compiled and eager, as a fraction of the card's
-     memory-bandwidth limit (parameters x 2 bytes read per token);
-  4. the step-time goals: 2 steps of 2-GRPO with --compile, 512 rollouts x 512 new tokens (256 prompts
-     x 2), for the 0.5B and 1.5B shapes (the first step compiles; the second is the one to read;
-     random weights rarely sample EOS, so every rollout runs the full 512 tokens: the worst case);
-  5. training memory (bench/memory.py): measured torch.cuda.max_memory_allocated vs plan.py's plan;
-  6. a 2-GRPO run of the 1.5B shape (64 prompts x 2, 1024 new tokens), 3 steps: seconds per step and
-     peak memory against the plan;
-  7. the README's one-GPU recipes (bench/recipes.py) that fit this card, 2 steps each under a memory
-     cap equal to the recipe's card (torch.cuda.set_per_process_memory_fraction): peak vs plan, and
-     whether it ran out of memory (with 256 new tokens, to fit the time: the plan is for the same flags).
+It installs nothing and runs on the torch and transformers it finds (torch 2.11 / transformers 5.17
+included; it prints their versions). Parts come in the order of how much each decides; each runs in a
+process group of its own, killed whole when its time is up, all within one deadline; the report
+(--out) is appended to after every part, so a run cut short keeps what it measured. Models are random
+weights built from the real config.json shapes of Qwen2.5-0.5B and Qwen2.5(-Math)-1.5B (no weights
+exist on these machines), each written once, in bf16, and deleted after its parts; the training runs
+write no checkpoint and no final model (--no-save). Parts:
+  1. environment: the GPU, torch / transformers / triton versions, a C compiler, free memory and disk;
+  2. the 1.5B shape with --cpu-offload, one step: does it run; per-phase peaks against the plan;
+  3. the 0.5B shape at batch 64: compiled vs eager vs generate tokens/s (bench/rollout_speed.py), the
+     part's time (the compile is in it), whether CUDA graphs ran (torch's "skipping cudagraphs" hints)
+     and how many recompiles torch logged;
+  4. the 1.5B shape without offload, two steps: per-phase peaks (allocated and reserved) against the
+     plan, seconds per step, the first update's ratio and the sampler gap;
+  5. batch-1 decode of the 1.5B shape, compiled and eager, against the card's memory-bandwidth limit;
+  6. what else fits in the time left: the one-GPU recipes of docs/gpu.md that fit this card, two steps
+     each under a memory cap equal to the recipe's card.
 """
 
 import argparse
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,229 +41,212 @@ sys.path.insert(0, HERE)
 BANDWIDTH = {"H200": 4800, "H100 SXM": 3350, "H100 PCIe": 2000, "H100": 3350, "A100-SXM4-80GB": 2039,
              "A100 80GB PCIe": 1935, "A100": 1555, "L40S": 864, "L4": 300, "A10": 600, "RTX 4090": 1008,
              "RTX 3090": 936, "V100": 900, "T4": 320}
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=1000, tie_word_embeddings=True)
 
+# a short training run in a child process: its metrics rows and the plan of the same flags, per phase
 RUN = r"""
-import json, os, sys, time, torch
+import json, os, sys, torch
 sys.path.insert(0, {root!r})
 a = json.loads(sys.argv[1])
 if a["cap_gib"] and torch.cuda.is_available():
     torch.cuda.set_per_process_memory_fraction(min(1.0, a["cap_gib"] * 2**30 / torch.cuda.mem_get_info()[1]))
-import train
+import plan, train
+from config import parse_args
+cfg = parse_args(a["argv"])
+phases, total = plan.plan(cfg, plan.model_shape(cfg.model), "cuda" if torch.cuda.is_available() else "cpu")
+kept = sum(x for _, x in phases["kept"])
+planned = {{p: round((kept + sum(x for _, x in phases[p])) / plan.GiB, 2) for p in plan.PHASES}}
 try:
-    summary = train.main(a["argv"])
+    train.main(a["argv"])
     oom = False
 except torch.OutOfMemoryError:
-    summary, oom = None, True
-rows = [json.loads(l) for l in open(os.path.join(a["out"], "metrics.jsonl"))] if not oom else []
-peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-print(json.dumps({{"oom": oom, "step_s": [r["step_s"] for r in rows], "peak_gib": peak}}))
+    oom = True
+rows = [json.loads(l) for l in open(os.path.join(cfg.out_dir, "metrics.jsonl"))] if not oom else []
+print(json.dumps({{"oom": oom, "rows": rows, "planned": planned, "needed_gib": round(plan.needed_gib(total), 2)}}))
 """
 
 
-def write_model(path, shape, vocab=None):
-    """A random-weight Qwen2 of `shape` (bench/recipes.SHAPES or a dict), saved with the built-in
-    character tokenizer: the model samples ids the tokenizer cannot spell, which decode to nothing."""
+def write_model(path, shape):
+    """A random-weight Qwen2 of `shape`, saved once in bf16 with the built-in character tokenizer (the
+    model samples ids the tokenizer cannot spell, which decode to nothing)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from tiny_model import build_tiny_tokenizer
-    cfg = Qwen2Config(**{**shape, **({"vocab_size": vocab} if vocab else {})}, max_position_embeddings=4096,
-                      pad_token_id=0, eos_token_id=1)
+    cfg = Qwen2Config(**shape, max_position_embeddings=4096, pad_token_id=0, eos_token_id=1)
     torch.manual_seed(0)
-    with torch.device("cpu"):
-        model = Qwen2ForCausalLM(cfg)
-    model.save_pretrained(path)
+    Qwen2ForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
     build_tiny_tokenizer().save_pretrained(path)
     return path
 
 
-DEADLINE = [float("inf")]      # perf_counter() time by which every part must end (set by main)
+class Check:
+    """The deadline and the report: every part's text is appended to the file as soon as it ends."""
+
+    def __init__(self, out, deadline_s):
+        self.out, self.end = out, time.perf_counter() + deadline_s
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        open(out, "w").close()
+
+    def left(self, cap):
+        return max(1, int(min(cap, self.end - time.perf_counter())))
+
+    def report(self, text):
+        print(text, flush=True)
+        with open(self.out, "a") as f:
+            f.write(text + "\n\n")
+
+    def run(self, cmd, cap, env=None):
+        """cmd in its own process group, killed whole at its time limit: (ok, stdout, stderr, seconds)."""
+        t0, limit = time.perf_counter(), self.left(cap)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, env={**os.environ, **(env or {})})
+        try:
+            out, err = proc.communicate(timeout=limit)
+            ok = proc.returncode == 0
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)                  # the part and every process it started
+            out, err = proc.communicate()
+            ok, err = False, err + f"\n(killed: ran past its {limit} s)"
+        return ok, out, err, time.perf_counter() - t0
+
+    def train(self, model_dir, flags, out_dir, cap, cap_gib=0):
+        """A short training run: (result dict with metrics rows and the plan, seconds)."""
+        argv = ["--model", model_dir, "--out-dir", out_dir, "--no-progress", "--no-save", "--eval-every", "1",
+                "--eval-problems", "8", "--no-skip-ties", *flags]
+        ok, out, err, dt = self.run([sys.executable, "-c", RUN.format(root=ROOT),
+                                     json.dumps({"argv": argv, "cap_gib": cap_gib})], cap)
+        last = [line for line in out.splitlines() if line.startswith("{")]
+        return (json.loads(last[-1]) if last else {"error": (err.strip().splitlines() or ["no output"])[-1]}), dt
 
 
-def left(cap):
-    """A part's time limit: its own cap, or what is left before the deadline if that is less."""
-    return max(1, int(min(cap, DEADLINE[0] - time.perf_counter())))
+def phase_table(res):
+    """Planned (kept + phase) against the measured peaks, allocated and reserved, per phase (GiB)."""
+    rows = res.get("rows") or []
+    planned = res.get("planned", {})
+    lines = ["| phase | planned | peak allocated | peak reserved |", "|---|---|---|---|"]
+    for phase, plan_key in (("sampling", ["sampling"]), ("update", ["training micro-batch", "optimizer step"]),
+                            ("evaluation", ["held-out evaluation"])):
+        peaks = [r.get(f"peak_{phase}_gib") for r in rows if r.get(f"peak_{phase}_gib") is not None]
+        reserved = [r.get(f"reserved_{phase}_gib") for r in rows if r.get(f"reserved_{phase}_gib") is not None]
+        lines.append(f"| {phase} | {max(planned.get(k, 0) for k in plan_key):.2f} | "
+                     f"{max(peaks) if peaks else '-'} | {max(reserved) if reserved else '-'} |")
+    return "\n".join(lines)
 
 
-def part(name, cmd, timeout, log, env=None):
-    """Run one part in a subprocess; (ok, stdout, seconds)."""
-    t0 = time.perf_counter()
-    timeout = left(timeout)
-    try:
-        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                             env={**os.environ, **(env or {})})
-        ok = out.returncode == 0
-        text = out.stdout + ("" if ok else "\n" + out.stderr[-2000:])
-    except subprocess.TimeoutExpired as e:
-        ok, text = False, (e.stdout or b"").decode(errors="replace") + f"\n(ran past {timeout} s)"
-    dt = time.perf_counter() - t0
-    log(f"## {name} ({'ok' if ok else 'FAILED'}, {dt:.0f} s)\n\n```\n{text.strip()}\n```\n")
-    return ok, text, dt
+def summary(res):
+    rows = res.get("rows") or []
+    if res.get("oom"):
+        return "OUT OF MEMORY"
+    if not rows:
+        return f"no result: {res.get('error')}"
+    return (f"seconds per step: {[r['step_s'] for r in rows]}; ratio_mean {[r.get('ratio_mean') for r in rows]}; "
+            f"sampler_gap_mean {[r.get('sampler_gap_mean') for r in rows]}, sampler_gap_max "
+            f"{[r.get('sampler_gap_max') for r in rows]}; the plan's total on the card: {res.get('needed_gib')} GiB")
 
 
-def train_run(model_dir, flags, out, cap_gib, timeout, world=1):
-    """A short training run in its own process, under a memory cap: (result dict or None, seconds)."""
-    argv = ["--model", model_dir, "--out-dir", out, "--no-progress", "--eval-every", "0", "--eval-problems", "8",
-            "--save-every", "1000", "--no-skip-ties", *flags]
-    code = RUN.format(root=ROOT)
-    t0 = time.perf_counter()
-    try:
-        timeout = left(timeout)
-        res = subprocess.run([sys.executable, "-c", code, json.dumps({"argv": argv, "out": out, "cap_gib": cap_gib})],
-                             cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-        last = [line for line in res.stdout.splitlines() if line.startswith("{")]
-        return (json.loads(last[-1]) if last else {"error": res.stderr.strip().splitlines()[-1:]}), \
-            time.perf_counter() - t0
-    except subprocess.TimeoutExpired:
-        return {"error": f"ran past {timeout} s"}, time.perf_counter() - t0
-
-
-def planned_gib(model_dir, flags, world=1):
-    import plan
-    from config import parse_args
-    cfg = parse_args(["--model", model_dir, *flags])
-    return plan.plan(cfg, plan.model_shape(model_dir), "cuda", world)[1] / plan.GiB
-
-
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU: checks that every part runs")
-    ap.add_argument("--out", default=None, help="default bench/results/gpu.md (a dry run: a temporary folder)")
-    args = ap.parse_args()
+    ap.add_argument("--out", default=None, help="the report (default bench/results/gpu.md; a dry run: a temporary "
+                                                "folder)")
+    ap.add_argument("--deadline", type=float, default=None, help="seconds for everything (default 480; dry run 140)")
+    args = ap.parse_args(argv)
     import torch
     import transformers
     dry = args.dry_run
     cuda = torch.cuda.is_available() and not dry
     if not cuda and not dry:
         raise SystemExit("no GPU here: run with --dry-run to check the parts on the CPU")
-    name = torch.cuda.get_device_name() if cuda else "cpu (dry run)"
-    total_gib = torch.cuda.mem_get_info()[1] / 2 ** 30 if cuda else 0.0
-    bandwidth = next((bw for key, bw in BANDWIDTH.items() if key in name), None)
-    lines, t_start = [], time.perf_counter()
     tmp = tempfile.mkdtemp(prefix="gpu_check_")
-    out_path = args.out or (os.path.join(tmp, "gpu.md") if dry else os.path.join(HERE, "results", "gpu.md"))
-
-    def log(text):
-        lines.append(text)
-        print(text, flush=True)
-    log(f"# GPU check: {name}\n\ntorch {torch.__version__} (CUDA {torch.version.cuda}), transformers "
-        f"{transformers.__version__}, {total_gib:.0f} GiB, memory bandwidth used for the limit: "
-        f"{f'{bandwidth} GB/s' if bandwidth else 'unknown for this card'}; `python bench/gpu_check.py"
-        f"{' --dry-run' if dry else ''}`, {time.strftime('%Y-%m-%d')}\n")
+    check = Check(args.out or (os.path.join(tmp, "gpu.md") if dry else os.path.join(HERE, "results", "gpu.md")),
+                  args.deadline or (140 if dry else 480))
     py = sys.executable
-    DEADLINE[0] = t_start + (170 if dry else 470)
-    # 1. the test suite
-    suite = [py, "-m", "pytest", "-q", "-x", "tests"] + (["-k", "layout"] if dry else [])
-    part("1. test suite" + (" (its layout tests, dry run)" if dry else ""), suite, 60 if dry else 100, log)
-    # 1b. precision: the sampler gap, the first update's ratio, the KV cache's bytes per token
-    prec = [py, "bench/sampler_gap.py"] + (["--shapes", "tiny", "--rows", "8", "--new-tokens", "8"] if dry else
-                                         ["--device", "cuda", "--shapes", "1.5B", "--layers", "8", "--rows", "64",
-                                          "--new-tokens", "128"])
-    part("1b. precision: sampler vs training log-probs, first ratio, KV bytes/token", prec, 30 if dry else 90, log)
-    # 2. sampling speed: ours eager and compiled, generate, generate with a static cache
-    compiled = ["--compiled"] + (["--compile-backend", "eager"] if dry else [])   # dry run: traced, not compiled
-    speed = [py, "bench/rollout_speed.py", "--workloads", "eos", "--repeats", "1" if dry else "2", "--static",
-             *compiled]
-    speed += (["--models", "tiny", "--batches", "8", "--new-tokens", "16"] if dry else
-              ["--models", "0.5B", "1.5B", "--batches", "512", "256", "64", "--new-tokens", "512"])
-    speed += ["--json", os.path.join(tmp, "speed.json")]
-    part("2. sampling: rollout.sample eager and compiled vs generate vs generate with a static cache", speed,
-         60 if dry else 150, log)
-    goal_lines = ["## Goals (issue #14)", ""]
-    try:                                  # the 0.5B shape at batch 64 (dry run: the tiny model at batch 8)
-        row = next(r for r in json.load(open(os.path.join(tmp, "speed.json")))
-                   if (r["model"], r["batch"]) == (("tiny", 8) if dry else ("0.5B", 64)))
-        goal_lines += [f"- compiled sampler >= 3x generate ({row['model']}, batch {row['batch']}): "
-                       f"{row['compiled_vs_generate']:.2f}x, {'met' if row['compiled_vs_generate'] >= 3 else 'NOT met'}",
-                       f"- compiled sampler ahead of generate with a static cache: {row['compiled_vs_static']:.2f}x, "
-                       f"{'met' if row['compiled_vs_static'] > 1 else 'NOT met'}"]
-    except (OSError, StopIteration, KeyError, ValueError) as e:
-        goal_lines.append(f"- sampling goals: no result ({type(e).__name__})")
-    # 3. decode at batch 1 against the memory-bandwidth limit
-    part("3. decode at batch 1", [py, "bench/rollout_speed.py", "--workloads", "fixed", "--repeats", "1", *compiled,
-                                  "--models", "tiny" if dry else "1.5B", "--batches", "1",
-                                  "--new-tokens", "16" if dry else "256", "--json", os.path.join(tmp, "b1.json")],
-         60 if dry else 60, log)
+    # 1. environment
+    name = torch.cuda.get_device_name() if cuda else "cpu (dry run)"
+    free, total = torch.cuda.mem_get_info() if cuda else (0, 0)
+    bandwidth = next((bw for key, bw in BANDWIDTH.items() if key in name), None)
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "not installed"
+    compiler = shutil.which("cc") or shutil.which("gcc") or "none (torch.compile's default backend needs one)"
+    check.report(f"# GPU check: {name}\n\n## 1. environment\n\ntorch {torch.__version__} (CUDA {torch.version.cuda}), "
+                 f"transformers {transformers.__version__}, triton {triton_version}; C compiler: {compiler}; "
+                 f"memory {free / 2**30:.1f} of {total / 2**30:.1f} GiB free; disk {shutil.disk_usage(tmp).free / 2**30:.0f} "
+                 f"GiB free; memory bandwidth for the limit: {f'{bandwidth} GB/s' if bandwidth else 'unknown'}; "
+                 f"`python bench/gpu_check.py{' --dry-run' if dry else ''}`, {time.strftime('%Y-%m-%d')}")
+    import recipes
+    shape_15 = TINY if dry else recipes.SHAPES["Qwen2.5-Math-1.5B"]
+    model_15 = write_model(os.path.join(tmp, "model-1.5B"), shape_15)
+    base = ["--group-size", "2", "--prompts-per-step", "8" if dry else "32", "--max-new-tokens", "16" if dry else "256",
+            "--max-prompt-tokens", "512", "--micro-batch-size", "8", "--rollout-batch-size", "64",
+            "--gradient-checkpointing", "--logprob-chunk", "256", "--lr", "1e-6"]
+    # 2. the 1.5B shape offloaded, one step
+    res, dt = check.train(model_15, base + ["--cpu-offload", "--steps", "1"], os.path.join(tmp, "run-offload"), 120)
+    check.report(f"## 2. {'tiny' if dry else '1.5B'} shape, --cpu-offload, one step ({dt:.0f} s)\n\n{summary(res)}\n\n"
+                 + phase_table(res))
+    # 3. the 0.5B shape at batch 64: compiled vs eager vs generate
+    compiled = ["--compiled"] + (["--compile-backend", "eager"] if dry else [])        # dry run: traced only
+    speed = [py, "bench/rollout_speed.py", "--workloads", "eos", "--repeats", "1", "--static", *compiled,
+             "--models", "tiny" if dry else "0.5B", "--batches", "8" if dry else "64", "--new-tokens",
+             "16" if dry else "256", "--json", os.path.join(tmp, "speed.json")]
+    ok, out, err, dt = check.run(speed, 130, env={"TORCH_LOGS": "recompiles"})
+    hints = err.count("skipping cudagraphs")
+    recompiles = err.count("Recompiling function")
+    check.report(f"## 3. sampling at batch 64, compiled vs eager vs generate ({'ok' if ok else 'FAILED'}, {dt:.0f} s, "
+                 f"compile included)\n\n```\n{out.strip()}\n```\n\nCUDA graphs: {hints} 'skipping cudagraphs' "
+                 f"hints; {recompiles} recompiles logged" + ("" if ok else f"\n\n```\n{err.strip()[-1500:]}\n```"))
+    # 4. the 1.5B shape, two steps
+    res, dt = check.train(model_15, base + ["--steps", "2"], os.path.join(tmp, "run-1.5B"), 120)
+    check.report(f"## 4. {'tiny' if dry else '1.5B'} shape, two steps ({dt:.0f} s)\n\n{summary(res)}\n\n"
+                 + phase_table(res))
+    # 5. batch-1 decode against the memory-bandwidth limit
+    ok, out, err, dt = check.run([py, "bench/rollout_speed.py", "--workloads", "fixed", "--repeats", "1", *compiled,
+                                  "--models", "tiny" if dry else "1.5B", "--batches", "1", "--new-tokens",
+                                  "16" if dry else "256", "--json", os.path.join(tmp, "b1.json")], 60)
+    text = f"## 5. decode at batch 1 ({'ok' if ok else 'FAILED'}, {dt:.0f} s)\n\n"
     try:
         b1 = json.load(open(os.path.join(tmp, "b1.json")))[0]
         limit = bandwidth * 1e9 / (2 * b1["params"]) if bandwidth else None
         for label, tps in (("compiled", b1["compiled_tps"]), ("eager", b1["ours_tps"])):
-            log(f"batch-1 decode, {label}: {tps:.0f} tokens/s" + (
-                f", {100 * tps / limit:.0f}% of the bandwidth limit of {limit:.0f} tokens/s ({bandwidth} GB/s / "
-                f"(2 bytes x {b1['params'] / 1e9:.2f}B))" if limit else " (no bandwidth figure for this card)") + "\n")
-        share = b1["compiled_tps"] / limit if limit else None
-        goal_lines.append(f"- batch-1 decode >= 50% of the bandwidth limit ({b1['model']}): " +
-                          (f"{100 * share:.0f}%, {'met' if share >= 0.5 else 'NOT met'}" if limit else "no figure"))
+            text += f"batch-1 decode, {label}: {tps:.0f} tokens/s" + (
+                f", {100 * tps / limit:.0f}% of the bandwidth limit of {limit:.0f} tokens/s\n" if limit else
+                " (no bandwidth figure for this card)\n")
     except (OSError, IndexError, KeyError, ValueError) as e:
-        log(f"batch-1 decode: no result ({type(e).__name__})\n")
-        goal_lines.append(f"- batch-1 decode: no result ({type(e).__name__})")
-    # 4. the step-time goals: 512 rollouts x 512 tokens, compiled sampling
-    import recipes
-    tiny_shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=1000, tie_word_embeddings=True)
-    goals = ["| shape | flags | seconds per step (1st compiles) | goal for the 2nd | peak allocated (GiB) | result |",
-             "|---|---|---|---|---|---|"]
-    for shape_name, goal, extra in (("0.5B", 8, []), ("1.5B", 20, ["--gradient-checkpointing"])):
-        gdir = write_model(os.path.join(tmp, f"goal-{shape_name}"), tiny_shape if dry else
-                           recipes.SHAPES["Qwen2.5-0.5B-Instruct" if shape_name == "0.5B" else "Qwen2.5-Math-1.5B"])
-        gflags = ["--group-size", "2", "--prompts-per-step", "8" if dry else "256", "--max-new-tokens",
-                  "16" if dry else "512", "--micro-batch-size", "32", "--logprob-chunk", "256", "--steps", "2",
-                  "--lr", "1e-6", *extra] + ([] if dry else ["--compile"])     # dry run: eager sampling
-        res, dt = train_run(gdir, gflags, os.path.join(tmp, f"goal-run-{shape_name}"), 0, 60 if dry else 130)
-        steps = res.get("step_s") or []
-        goal_lines.append(f"- a 2-GRPO step of {'16 x 16 (dry run)' if dry else '512 rollouts x 512 tokens'}, "
-                          f"{shape_name} shape, under {goal} s: " + (f"{steps[-1]:.1f} s (2nd step), "
-                          f"{'met' if steps[-1] < goal else 'NOT met'}" if len(steps) > 1 else "no result"))
-        goals.append(f"| {shape_name} | `{' '.join(gflags)}` | {steps} | {goal} s: "
-                     f"{('met' if steps[-1] < goal else 'NOT met') if len(steps) > 1 else '-'} | "
-                     f"{res.get('peak_gib')} | {'out of memory' if res.get('oom') else res.get('error') or 'ran'} |")
-    log(f"## 4. step-time goals: 2-GRPO, {'8 prompts x 2 x 16 tokens (dry run, eager)' if dry else '512 rollouts x 512 tokens, --compile'}"
-        f"\n\n" + "\n".join(goals) + "\n")
-    # 5. training memory, planned vs measured
-    mem = [py, "bench/memory.py", "--seqs", "2" if dry else "8"] + (["--configs", "small (h 256)", "--completion", "32",
-                                                                     "--options", "plain", "chunk"] if dry else [])
-    part("5. training memory: measured vs plan.py", mem, 60 if dry else 50, log)
-    # 6. a 2-GRPO run of the 1.5B shape
-    shape = tiny_shape if dry else recipes.SHAPES["Qwen2.5-Math-1.5B"]
-    model_dir = write_model(os.path.join(tmp, "model-1.5B"), shape)
-    flags = ["--group-size", "2", "--prompts-per-step", "8" if dry else "64", "--max-new-tokens", "16" if dry else "1024",
-             "--max-prompt-tokens", "512", "--micro-batch-size", "8", "--rollout-batch-size", "64",
-             "--gradient-checkpointing", "--logprob-chunk", "256", "--steps", "2" if dry else "3", "--lr", "1e-6"]
-    res, dt = train_run(model_dir, flags, os.path.join(tmp, "run-1.5B"), 0, 60 if dry else 80)
-    plan_gib = planned_gib(model_dir, flags)
-    log(f"## 6. 2-GRPO, {'tiny' if dry else '1.5B'} shape, {'8' if dry else '64'} prompts x 2 ({dt:.0f} s)\n\n"
-        f"seconds per step: {res.get('step_s')}; peak allocated: {res.get('peak_gib')} GiB; planned: {plan_gib:.2f} "
-        f"GiB; {'out of memory' if res.get('oom') else res.get('error') or 'ran'}\n")
-    # 7. the recipes that fit this card, each under a cap equal to its card
-    rows = []
+        text += f"no result ({type(e).__name__}): {err.strip()[-500:]}"
+    check.report(text)
+    shutil.rmtree(model_15, ignore_errors=True)
+    # 6. the recipes that fit this card, each under a cap equal to its card, while time is left
+    table = ["| card (GiB) | model | flags | planned (GiB) | peak allocated (GiB) | result | s |", "|---|---|---|---|---|---|---|"]
+    ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    done = set()
     for card in recipes.CARDS:
         for model_name in recipes.SHAPES:
             r = recipes.recipe(model_name, card)
             offload = r is not None and "--cpu-offload" in r[0]
-            if r is None or r[1] != 1 or (cuda and card > total_gib) or \
-                    (dry and any(("--cpu-offload" in row[2]) == offload for row in rows)):  # dry: one of each kind
+            if r is None or r[1] != 1 or (cuda and card > total / 2**30) or (dry and offload in done):
                 continue
-            rows.append((card, model_name, r[0], r[2], 0 if dry else r[3]))   # dry run: tiny shapes, no host need
-    table = ["| card (GiB) | model | flags | planned (GiB) | peak allocated (GiB) | result | s |", "|---|---|---|---|---|---|---|"]
-    ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    for card, model_name, extra, planned, host_gib in rows:
-        if DEADLINE[0] - time.perf_counter() < 20 or host_gib > 0.8 * ram_gib:
-            why = "out of time" if host_gib <= 0.8 * ram_gib else f"needs {host_gib:.0f} GiB of host RAM of {ram_gib:.0f}"
-            table.append(f"| {card} | {model_name} | `{extra}` | {planned:.1f} | - | skipped: {why} | - |")
-            continue
-        rdir = write_model(os.path.join(tmp, model_name), shape if dry else recipes.SHAPES[model_name])
-        rflags = [*flags[:-4], *extra.split(), "--max-new-tokens", "16" if dry else "256", "--steps", "2"]
-        res, dt = train_run(rdir, rflags, os.path.join(tmp, f"run-{card}-{model_name}"), 0 if dry else card, 120)
-        planned = planned_gib(rdir, rflags) + 0.75
-        table.append(f"| {card} | {model_name} | `{extra or '(none)'}` | {planned:.1f} | {res.get('peak_gib')} | "
-                     f"{'OUT OF MEMORY' if res.get('oom') else res.get('error') or 'ran'} | {dt:.0f} |")
-    log("## 7. recipes under a memory cap equal to their card\n\n" + "\n".join(table) + "\n")
-    log("\n".join(goal_lines) + "\n")
-    log(f"total {time.perf_counter() - t_start:.0f} s")
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    with open(out_path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"written: {out_path}")
-    return out_path
+            done.add(offload)
+            host_gib = 0 if dry else r[3]                       # a dry run offloads a tiny model
+            if check.end - time.perf_counter() < 30 or host_gib > 0.8 * ram_gib:
+                why = "out of time" if host_gib <= 0.8 * ram_gib else f"needs {host_gib:.0f} GiB of host RAM"
+                table.append(f"| {card} | {model_name} | `{r[0]}` | {r[2]:.1f} | - | skipped: {why} | - |")
+                continue
+            rdir = write_model(os.path.join(tmp, model_name), TINY if dry else recipes.SHAPES[model_name])
+            flags = [*base[:-5], *r[0].split(), "--max-new-tokens", "16" if dry else "256", "--steps", "2"]
+            res, dt = check.train(rdir, flags, os.path.join(tmp, f"run-{card}-{model_name}"), 120, 0 if dry else card)
+            shutil.rmtree(rdir, ignore_errors=True)
+            peaks = [v for row in res.get("rows") or [] for k, v in row.items() if k.startswith("peak_")]
+            table.append(f"| {card} | {model_name} | `{r[0] or '(none)'}` | {res.get('needed_gib', '-')} | "
+                         f"{max(peaks) if peaks else '-'} | {'OUT OF MEMORY' if res.get('oom') else res.get('error') or 'ran'}"
+                         f" | {dt:.0f} |")
+    check.report("## 6. recipes under a memory cap equal to their card\n\n" + "\n".join(table))
+    if not dry or args.out:                                     # the report is elsewhere: nothing is kept
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"written: {check.out}")
+    return check.out
 
 
 if __name__ == "__main__":
