@@ -52,7 +52,8 @@ def shape(config):
             "kv": getattr(config, "num_key_value_heads", heads) * head_dim,
             "N_layer": sum(p.numel() for p in layer.parameters()) if layer is not None else 0,
             "N_linear": sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)
-                            for p in m.parameters(recurse=False))}            # a tied head counts again
+                            for p in m.parameters(recurse=False)),            # a tied head counts again
+            "N_max": max(p.numel() for p in model.parameters())}              # the largest tensor
 
 
 def activation_bytes_per_token(s, a, checkpointing):
@@ -113,18 +114,21 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
         read = []
 
     def decoding(rows, samples, tag):
-        """A decoding run of `rows` rows, `samples` per prompt: its KV cache, the prompts' cache before the
-        rows are expanded from it, one layer's prefill activations over the prompts, the logits."""
+        """A decoding run of `rows` rows, `samples` per prompt (rollout.sample): its KV cache, and the
+        largest of the transients that come one after the other: the prefill (the prompts' cache, one
+        layer's activations over the prompts, their next-token logits), expanding the prompts' cache into
+        the rows' (both caches, the logits copied per row), a decode step (the last step's fp32 logits, the
+        new ones and their fp32 copy)."""
         prompts = max(1, rows // samples)
-        parts = [(f"KV cache of {tag} (R S 2 L kv a)", rows * S * kv_per_token),
-                 ("the prompts' cache, copied into the rows' (R/k S 2 L kv a)", prompts * S * kv_per_token),
-                 ("prefill: one layer's activations over the prompts (R/k P (3I + 4h + 2kv) a)",
-                  prompts * P * (3 * I + 4 * h + 2 * kv) * a),
-                 ("next-token logits and probabilities (R V x 3 fp32)", rows * V * 4 * 3)]
-        if cfg.compile:     # kv_cache.CompiledDecoder keeps its fixed cache (below); the prompts' cache comes
-            parts[0:2] = [("--compile: the prompts' KV cache, copied into the fixed one (R/k P 2 L kv a)",
-                           prompts * P * kv_per_token)]
-        return read * (not cfg.compile) + parts
+        cache = rows * S * kv_per_token
+        prompt_cache = prompts * (P if cfg.compile else S) * kv_per_token
+        prefill = prompt_cache + prompts * P * (3 * I + 4 * h + 2 * kv) * a + prompts * V * a
+        expand = prompt_cache + (0 if cfg.compile else cache) + prompts * V * a + rows * V * 4
+        decode = (0 if cfg.compile else cache) + rows * V * (a + 8)
+        parts = [] if cfg.compile else [(f"KV cache of {tag} (R S 2 L kv a)", cache)]
+        return read * (not cfg.compile) + parts + [
+            ("the largest transient of prefill, expanding the prompts' cache, a decode step (R V (a + 8), ...)",
+             max(prefill, expand, decode) - (0 if cfg.compile else cache))]
     if cfg.compile:         # the fixed cache (S rounded up to 256) and CUDA graphs' pool stay between calls
         kept.append(("--compile: fixed KV cache, kept (R S' 2 L kv a, S' = S up to 256)",
                      R * fixed_cache_length(S) * kv_per_token))
@@ -146,11 +150,12 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
         train.append(("--fsdp: the root and 2 layers gathered ((N_root + 2 N_layer) a)",
                       (root + 2 * s["N_layer"]) * a))
     phases["training micro-batch"] = train
-    # the optimizer step: the gradients, and AdamW's temporaries: the fused step on CUDA makes none, the
-    # foreach step (elsewhere) one full-size fp32 tensor; with --cpu-offload the step runs on the CPU
+    # the optimizer step: the gradients, and AdamW's temporaries: the fused step on CUDA makes none; on a
+    # CPU the step goes tensor by tensor, two temporaries of the largest one; with --cpu-offload it runs on
+    # the CPU (host memory)
     phases["optimizer step"] = [] if offload else grads + [
-        ("AdamW step temporaries (fused on CUDA: none; foreach: N x 4 / shards)",
-         0 if cuda else N * 4 / shard)]
+        ("AdamW step temporaries (fused on CUDA: none; a CPU: 2 N_max x 4 / shards)",
+         0 if cuda else 2 * s["N_max"] * 4 / shard)]
     # held-out evaluation: decoding as many rows as a rollout micro-batch, eval_samples per prompt
     phases["held-out evaluation"] = decoding(R, cfg.eval_samples, "an evaluation micro-batch")
     peak = max(PHASES, key=lambda p: sum(x for _, x in phases[p]))

@@ -1,6 +1,17 @@
-"""Peak memory and speed of one training forward + backward, for each memory option.
+"""Peak memory of every phase of a run, measured, against plan.py's plan of the same work.
 
     python bench/memory.py [--seqs 2] [--prompt 64] [--completion 256] [--layers 2] [--device cpu|cuda]
+    python bench/memory.py --phases          # sampling, held-out evaluation, optimizer step (CPU)
+
+--phases: for the small config (its full 151,936-token vocabulary), in a fresh process each, the peak
+memory of sampling 64 rows (32 prompts x 2) of --prompt + --completion tokens, of evaluating 64
+prompts once each, and of AdamW's first step (its moments and temporaries), against the plan of the
+same work (plan.plan: the sampling and held-out evaluation phases; the optimizer step's temporaries
+and the moments it creates). On a CPU the peak is the growth of the process's high-water mark
+(VmHWM, reset through /proc/self/clear_refs at the phase's start, with glibc's mmap threshold fixed
+so that freed memory goes back to the system).
+
+Without --phases: one training forward + backward, for each memory option.
 
 Configs with the dimensions of Qwen2.5-0.5B and Qwen2.5-1.5B (hidden size, heads, MLP width and the
 151,936-token vocabulary), random weights built from the config, with --layers decoder layers
@@ -103,6 +114,63 @@ def measure(cfg, layers, seqs, prompt, completion, chunk, ckpt, device):
     return r
 
 
+PHASE_WORKER = """
+import json, sys, torch
+sys.path.insert(0, {root!r})
+from transformers import Qwen2Config, Qwen2ForCausalLM
+import rollout
+a = json.loads(sys.argv[1])
+torch.manual_seed(0)
+torch.set_num_threads(2)
+model = Qwen2ForCausalLM(Qwen2Config(vocab_size=151936, num_hidden_layers=a["layers"], max_position_embeddings=4096,
+                                     **a["config"]))
+R, G, P, T = a["rows"], a["group"], a["prompt"], a["completion"]
+prompts = [torch.randint(3, 151936, (P,)).tolist() for _ in range(R)]
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key + ":"))
+def reset():                                   # the high-water mark starts again at the current size
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return status("VmRSS")
+if a["phase"] == "optimizer step":
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    base = reset()
+    opt.step()
+else:
+    k = G if a["phase"] == "sampling" else 1
+    rollout.sample(model, prompts[:2], n=k, max_new_tokens=4, seed=0, eos_token_id=[])     # warm-up
+    base = reset()
+    rollout.sample(model, prompts[:R // k], n=k, max_new_tokens=T, seed=0, eos_token_id=[], max_batch_size=R)
+print(json.dumps({{"mb": (status("VmHWM") - base) / 2**20}}))
+"""
+
+
+def measure_phase(phase, cfg, layers=2, rows=64, group=2, prompt=64, completion=256):
+    """(measured MB, planned MB) of one phase ("sampling", "held-out evaluation", "optimizer step") on the
+    CPU, in a fresh process."""
+    import plan
+    from config import Config
+    from transformers import Qwen2Config
+    a = dict(phase=phase, config=cfg, layers=layers, rows=rows, group=group, prompt=prompt, completion=completion)
+    out = subprocess.run([sys.executable, "-c", PHASE_WORKER.format(root=os.path.abspath(ROOT)), json.dumps(a)],
+                         capture_output=True, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+    if out.returncode:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1])
+    measured = json.loads(out.stdout.strip().splitlines()[-1])["mb"]
+    s = plan.shape(Qwen2Config(vocab_size=151936, num_hidden_layers=layers, **cfg))
+    run = Config(prompts_per_step=rows // group, group_size=group, max_new_tokens=completion,
+                 max_prompt_tokens=prompt, rollout_batch_size=rows)
+    phases = plan.plan(run, s, "cpu")[0]
+    parts = dict(phases["kept"]) | dict(phases[phase])
+    if phase == "optimizer step":          # the gradients were there before; the first step makes the moments
+        planned = parts["AdamW moments (2 N w / shards)"] + sum(x for n, x in phases[phase] if "gradients" not in n)
+    else:
+        planned = sum(x for _, x in phases[phase])
+    return measured, planned / 2 ** 20
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seqs", type=int, default=2)
@@ -112,7 +180,16 @@ def main():
     ap.add_argument("--device", default=None)
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
+    ap.add_argument("--phases", action="store_true", help="sampling, evaluation and the optimizer step (CPU)")
     args = ap.parse_args()
+    if args.phases:
+        print(f"small (h 256) config, {args.layers} layers, vocabulary 151,936; 64 rows of {args.prompt} + "
+              f"{args.completion} tokens\n{'phase':<22}{'measured MB':>12}{'planned MB':>12}{'planned / measured':>20}")
+        for phase in ("sampling", "held-out evaluation", "optimizer step"):
+            measured, planned = measure_phase(phase, CONFIGS["small (h 256)"], args.layers, prompt=args.prompt,
+                                              completion=args.completion)
+            print(f"{phase:<22}{measured:>12.0f}{planned:>12.0f}{planned / measured:>19.2f}x", flush=True)
+        return
     import torch
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"

@@ -68,3 +68,16 @@ def test_chunked_path_has_a_much_lower_peak_memory():
     # plain holds (B, T, V) fp32 logits (622 MB) and their gradient; chunks of 32 positions hold 1/8 of it
     assert plain > 1000, plain
     assert chunked < plain / 3, (plain, chunked)
+
+
+def test_every_phase_the_cpu_has_is_planned_within_20_percent():
+    """bench/memory.py --phases: sampling, the held-out evaluation and AdamW's step, each measured in a fresh
+    process (the growth of the high-water mark), against plan.py's plan of the same work."""
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("bench_memory", os.path.join(root, "bench", "memory.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for phase in ("sampling", "held-out evaluation", "optimizer step"):
+        measured, planned = bench.measure_phase(phase, bench.CONFIGS["small (h 256)"], completion=16)
+        assert 0.8 <= planned / measured <= 1.2, (phase, measured, planned)
