@@ -18,8 +18,9 @@ the update does (same precision), and prints:
     stored, and as the rotary embedding hands the keys over (keys in fp32 under autocast: the old cache).
 The 1.5B shape is Qwen2.5-Math-1.5B's config.json (hidden 1536, 12 heads, 2 KV heads, vocabulary
 151,936) with random weights (no pretrained weights here), cut to --layers layers. Random weights give
-near-uniform next-token distributions, so the gap of a trained model can differ: gpu_check runs this
-on a GPU, and a trained checkpoint can be measured with --model DIR.
+near-uniform next-token distributions, so the gap of a trained model can differ: on a GPU, part 4 of
+bench/gpu_check.py logs the same gap from a run of the 1.5B shape; a trained checkpoint can be measured
+with --model DIR.
 """
 
 import argparse
