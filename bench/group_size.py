@@ -108,10 +108,23 @@ def run_arm(name, G, loss, seed, args, model_dir, held_out, tok, lr_mult=None, e
             "response_len": statistics.mean(r["response_len"] for r in rows[-max(1, len(rows) // 10):])}
 
 
+class KeepGradient(torch.optim.SGD):
+    """SGD with lr 0 that keeps the flat gradient it stepped on (every parameter, zeros where none)."""
+
+    def __init__(self, params):
+        self.kept = list(params)
+        super().__init__(self.kept, lr=0.0)
+
+    def step(self, closure=None):
+        self.gradient = torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel())
+                                   for p in self.kept])
+        return super().step(closure)
+
+
 def gradient_estimates(model, tok, problems, G, n_estimates, seed0, budget=256):
     """n_estimates flattened GRPO gradients, each from budget rollouts (budget / G prompts x G)."""
     cfg = Config(group_size=G, micro_batch_size=budget, grad_clip=0.0, max_new_tokens=8, skip_ties=False)
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)       # lr 0: the gradient stays in p.grad
+    opt = KeepGradient(model.parameters())                  # lr 0: it keeps the gradient it stepped on
     P = budget // G
     g = torch.Generator().manual_seed(seed0)
     out = []
@@ -125,9 +138,8 @@ def gradient_estimates(model, tok, problems, G, n_estimates, seed0, budget=256):
         rows = torch.arange(P).repeat_interleave(G)
         batch = train.Batch(ids[rows], mask[rows], ro.tokens, ro.mask, ro.logprobs, group_advantages(r, G))
         model.train()
-        stats = train.policy_update(model, opt, batch, cfg)
-        grads = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel()) for p in model.parameters()]
-        out.append(torch.cat(grads).clone() if stats is not None else torch.zeros(sum(p.numel() for p in model.parameters())))
+        stats = train.policy_update(model, opt, batch, cfg)      # (it frees p.grad after the step)
+        out.append(opt.gradient if stats is not None else torch.zeros(sum(p.numel() for p in model.parameters())))
     model.eval()
     return torch.stack(out)
 

@@ -1,0 +1,27 @@
+"""bench/group_size.py's gradient estimates: train.policy_update frees p.grad after its step, so the
+benchmark reads each estimate from the optimizer that stepped on it; the estimates are real gradients."""
+
+import importlib.util
+import os
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_gradient_estimates_are_the_update_gradients(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from data import build_prompts, tiny_task_problems
+    from tiny_model import build_tiny_tokenizer
+    spec = importlib.util.spec_from_file_location("group_size", os.path.join(ROOT, "bench", "group_size.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tok = build_tiny_tokenizer()
+    problems = build_prompts(tiny_task_problems()["train"][:64], tok, builtin=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    est = bench.gradient_estimates(model, tok, problems, 16, 2, seed0=0, budget=256)   # groups of 16: some mixed
+    n = sum(p.numel() for p in model.parameters())
+    assert est.shape == (2, n) and torch.isfinite(est).all()
+    assert (est.norm(dim=1) > 0).all()                      # not the zeros of a freed p.grad
+    assert not torch.equal(est[0], est[1])                  # two draws, two estimates
