@@ -253,8 +253,7 @@ def units(s):
     """The unit written after an answer's number, in one spelling ("7 \\text{ meters}" -> "meter",
     "6 square units" -> "unit^2", "24 \\text{ cm}^2" -> "centimeter^2", "30^\\circ" -> "degree"), or ""
     when it has none. Answers with different units are not equal (checked before the numbers are)."""
-    tail = s[max(s.rfind(d) for d in "0123456789"):] if re.search(r"\d", s) else ""
-    if not re.search(r"[a-zA-Z\u00b0]", tail):              # nothing after the last digit: no unit
+    if not re.search(r"\d.*[a-zA-Z\u00b0]", s):             # no letter after a digit: no unit
         return ""
     s = re.sub(r"\\(?:mbox|mathrm|textbf|textit|textnormal|textrm|textsf)\s*{", r"\\text{",
                s.strip().rstrip("."))

@@ -39,8 +39,11 @@ from reward import normalize, parse_number, rewards, split_top, structure, units
 SETS = {"MATH-500": "math500_test.jsonl", "AMC 2023": "amc23_test.jsonl", "AIME 2024": "aime24_test.jsonl",
         "AIME 2025": "aime25_test.jsonl", "Minerva": "minerva_math_test.jsonl",
         "OlympiadBench": "olympiadbench_test.jsonl"}
-ATTACKS = ["hedges", "trivially true", "one side", "units changed", "approximations", "huge or empty", "question"]
-LABEL = re.compile(r"\s*(?:[A-Za-z]'*(?:_\{?\w+\}?)?(?:\([^()=]{0,20}\))?|[A-Z]{2,3}|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))\s*")
+ATTACKS = ["hedges", "trivially true", "one side", "units changed", "approximations", "huge or empty",
+           "question"]
+# a label, as reward.py reads one: a letter (x, r', x_1, f(2)), a segment name (PQ), a tuple of letters
+LABEL = re.compile(r"\s*(?:[A-Za-z]'*(?:_\{?\w+\}?)?(?:\([^()=]{0,20}\))?|[A-Z]{2,3}"
+                   r"|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))\s*")
 
 
 def number(gold):
@@ -49,7 +52,7 @@ def number(gold):
 
 
 def expression(gold):
-    """The gold as a single expression (sympy), or None for numbers, lists, sets, intervals, equations, text."""
+    """The gold as a single expression (sympy); None for numbers, lists, sets, intervals, equations, text."""
     kind, _ = structure(normalize(gold))
     if kind != "atom" or number(gold) is not None or units(gold):
         return None
@@ -74,8 +77,10 @@ def attacks(gold, problem=""):
     out = []
     w = wrong_beside(gold)
     if w is not None:
-        out += [("hedges", f"\\boxed{{{w}}} \\boxed{{{gold}}}"), ("hedges", f"$\\boxed{{{gold}}}$, $\\boxed{{{w}}}$"),
-                ("hedges", f"$\\boxed{{{w}}}$ or $\\boxed{{{gold}}}$"), ("hedges", f"\\boxed{{{w} \\text{{ or }} {gold}}}"),
+        out += [("hedges", f"\\boxed{{{w}}} \\boxed{{{gold}}}"),
+                ("hedges", f"$\\boxed{{{gold}}}$, $\\boxed{{{w}}}$"),
+                ("hedges", f"$\\boxed{{{w}}}$ or $\\boxed{{{gold}}}$"),
+                ("hedges", f"\\boxed{{{w} \\text{{ or }} {gold}}}"),
                 ("hedges", f"\\boxed{{{gold} or {w}}}"), ("hedges", f"\\boxed{{{w}, {gold}}}"),
                 ("hedges", f"\\boxed{{\\{{{gold}, {w}\\}}}}"), ("hedges", f"\\boxed{{{gold} \\pm 1}}")]
     n = number(gold)
@@ -131,7 +136,8 @@ def probe(golds_by_set, progress=print):
                 progress(f"  PAID {name} | {attack} | {completion[:120]!r} | gold {gold!r}")
         golds = [p["gold"] for p in problems]
         control[name] = (int(sum(rewards([f"\\boxed{{{g}}}" for g in golds], golds))), len(golds))
-        progress(f"{name}: {len(rows)} attacks on {len(problems)} gold answers ({time.perf_counter() - t0:.1f} s)")
+        progress(f"{name}: {len(rows)} attacks on {len(problems)} gold answers "
+                 f"({time.perf_counter() - t0:.1f} s)")
     return paid, control
 
 
@@ -152,7 +158,8 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--data-dir", default=os.path.join(here, "..", "..", "shared", "data"))
     args = ap.parse_args()
-    golds = {name: load_problems(os.path.join(args.data_dir, f), log=lambda m: None) for name, f in SETS.items()}
+    golds = {name: load_problems(os.path.join(args.data_dir, f), log=lambda m: None)
+             for name, f in SETS.items()}
     paid, control = probe(golds)
     print("\nWrong completions paid (paid / tried), per attack and data set:\n")
     print(table(paid, control, list(SETS)))

@@ -378,6 +378,8 @@ def test_the_box_wins_over_every_fallback():
     ("7 \\text{ m}", "7 \\text{ meters}", True), ("7 \\text{ meters}", "7", True), ("7", "7 \\text{ feet}", True),
     ("6 square units", "6 \\text{ units}^2", True), ("30^\\circ", "30 \\text{ degrees}", True),
     ("12 \\text{ inches}", "12 \\text{ feet}", False), ("3 \\text{ hours}", "3 \\text{ hour}", True),
+    ("24 \\text{ cm}^2", "24 \\text{ m}^2", False), ("24 \\text{ cm}^2", "24 \\text{ cm}", False),
+    ("24 \\text{ cm}^2", "24 \\text{ centimeters}^2", True),
     # approximations: a decimal of fewer than 10 significant digits is not an exact value
     ("98.995", "70 \\sqrt{2}", False), ("6366.198", "\\frac{20000}{\\pi}", False), ("3.14", "\\pi", False),
     # lists that were missed: \quad between answers, a bare-brace list, an array in brackets, \pm in a set
