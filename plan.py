@@ -158,8 +158,7 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
          0 if cuda else 2 * s["N_max"] * 4 / shard)]
     # held-out evaluation: decoding as many rows as a rollout micro-batch, eval_samples per prompt
     phases["held-out evaluation"] = decoding(R, cfg.eval_samples, "an evaluation micro-batch")
-    peak = max(PHASES, key=lambda p: sum(x for _, x in phases[p]))
-    return phases, sum(x for _, x in kept) + sum(x for _, x in phases[peak])
+    return phases, sum(x for _, x in kept) + sum(x for _, x in phases[peak_phase(phases)])
 
 
 def peak_phase(phases):

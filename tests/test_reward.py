@@ -122,18 +122,6 @@ def flat_cases():
     return table_cases(CASES)
 
 
-def test_case_table_is_big_and_has_enough_look_alikes():
-    cases = flat_cases()
-    assert len(cases) >= 150
-    assert sum(not want for *_, want in cases) >= len(cases) / 3
-
-
-@pytest.mark.parametrize("cat,pred,gold,want", flat_cases(), ids=lambda x: x if isinstance(x, str) else "")
-def test_equivalence(cat, pred, gold, want):
-    ok, reason = check(pred, gold)
-    assert ok is want, f"[{cat}] {pred!r} vs {gold!r}: {reason}"
-
-
 def test_equivalence_is_symmetric_on_the_table():
     for cat, p, g, want in flat_cases():
         if cat in ("units", "percent"):   # the gold side decides what a unit or a percent means
@@ -308,20 +296,19 @@ STYLES = {
 }
 
 
-def flat_styles():
-    return table_cases(STYLES)
-
-
-def test_there_are_150_new_cases_with_look_alikes():
-    cases = flat_styles()
+@pytest.mark.parametrize("table", ["CASES", "STYLES"])
+def test_case_table_is_big_and_has_enough_look_alikes(table):
+    cases = table_cases(globals()[table])               # each table: 150 cases or more, a third look-alikes
     assert len(cases) >= 150
     assert sum(not want for *_, want in cases) >= len(cases) / 3
 
 
-@pytest.mark.parametrize("cat,pred,gold,want", flat_styles(), ids=lambda x: x if isinstance(x, str) else "")
-def test_style(cat, pred, gold, want):
+@pytest.mark.parametrize("cat,pred,gold,want", flat_cases() + table_cases(STYLES),
+                         ids=lambda x: x if isinstance(x, str) else "")
+def test_equivalence(cat, pred, gold, want):
     ok, reason = check(pred, gold)
     assert ok is want, f"[{cat}] {pred!r} vs {gold!r}: {reason}"
+
 
 
 # --- several boxes, and answers without a box ------------------------------------------------------
