@@ -4,8 +4,8 @@ final model.
 Chapter 7 of the tutorial. A checkpoint holds everything a resumed run needs (weights, optimizer,
 step, RNG states, the config; the learning rate is a function of the step); it is written to a
 temporary file and renamed into place, so an interrupted write leaves the previous checkpoint whole.
-A resumed run ends with the same weights as a run never interrupted (tests/test_train.py checks it
-bit for bit).
+A resumed run ends with the same weights as a run never interrupted (tests/test_checkpoint.py checks
+it bit for bit).
 """
 
 import contextlib
@@ -58,10 +58,9 @@ def save_checkpoint(path, model, optimizer, step, cfg, progress=None):
         torch.save(state, tmp)
 
 
-def load_checkpoint(path, model, optimizer):
-    """Restore a checkpoint of save_checkpoint into the (possibly sharded) model and its optimizer;
-    returns (step, the loop's counters (save_checkpoint's progress), the config it was written with). A
-    file that cannot be read (truncated, damaged, not a checkpoint) is one line naming it and what to do."""
+def read_checkpoint(path):
+    """The state save_checkpoint wrote (memory-mapped: reading the step and config loads no weights).
+    A file that cannot be read (truncated, damaged, not a checkpoint) is one line naming it and what to do."""
     def unreadable(why):
         return SystemExit(f"error: {path} cannot be resumed from ({why}): the file is damaged or not a "
                           f"checkpoint of train.py (saves go to a temporary file and are renamed, so an "
@@ -71,9 +70,16 @@ def load_checkpoint(path, model, optimizer):
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as e:     # torch.load raises RuntimeError, EOFError, UnpicklingError, ... by damage
         raise unreadable(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}") from None
-    missing = {"model", "optimizer", "step", "config"} - set(state if isinstance(state, dict) else ())
+    missing = {"model", "optimizer", "step", "config", "progress"} - set(state if isinstance(state, dict) else ())
     if missing:
         raise unreadable(f"missing {', '.join(sorted(missing))}")
+    return state
+
+
+def load_checkpoint(path, model, optimizer):
+    """Restore a checkpoint of save_checkpoint into the (possibly sharded) model and its optimizer;
+    returns (step, the loop's counters (save_checkpoint's progress))."""
+    state = read_checkpoint(path)
     sharded = is_sharded(model)
     if (state["config"].get("fsdp", False) or state["config"].get("cpu_offload", False)) != sharded:
         raise SystemExit(f"error: {path} was written {'with' if not sharded else 'without'} --fsdp / "
@@ -84,20 +90,71 @@ def load_checkpoint(path, model, optimizer):
     if state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     random.setstate(state["python_rng"])
-    return state["step"], state.get("progress", {"rollouts": state.get("rollouts", 0)}), state["config"]
+    return state["step"], state["progress"]
+
+
+# Settings a resumed run keeps: they change the model, the algorithm or which prompts each step trains
+# on, so a run resumed with others would be two runs in one log. The rest (steps, evaluation, logging,
+# memory and speed flags, the learning rate) may change on resume, and are listed in one line.
+KEPT_ON_RESUME = ("model", "data", "train_problems", "problem_field", "answer_field", "template",
+                  "max_prompt_tokens", "warm_start_target", "loss", "group_size", "prompts_per_step",
+                  "num_iterations", "advantage", "aggregation", "eps_low", "eps_high", "beta", "dpo_beta",
+                  "dpo_ref", "filter_ties", "resample", "resample_budget", "seed")
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "summary.json", "config.json", "model")
+
+
+def prepare_out_dir(cfg, log):
+    """Before anything loads, make sure that no run is lost or mixed with another, in one line each:
+      - --out-dir naming a file is refused;
+      - a folder holding an unfinished run's checkpoint is refused unless told what to do: --resume
+        continues it, --overwrite starts over (its checkpoint, metrics and model are deleted);
+      - --resume refuses settings that differ from the run's in KEPT_ON_RESUME, and lists the others;
+      - a folder holding a finished run (summary.json), run again, is moved aside to <out-dir>.1 (.2, ...)."""
+    out, path = cfg.out_dir, os.path.join(cfg.out_dir, "checkpoint.pt")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SystemExit(f"error: --out-dir {out} is a file, not a folder: name a folder for the run")
+    state = read_checkpoint(path) if os.path.exists(path) and not cfg.overwrite else None
+    if cfg.resume and state is not None:
+        old, new = state["config"], dataclasses.asdict(cfg)
+        changed = {k: (old.get(k), v) for k, v in new.items() if k in old and old[k] != v
+                   and k not in ("resume", "overwrite", "progress")}
+        refused = [f"--{k.replace('_', '-')} {a!r} -> {b!r}" for k, (a, b) in changed.items() if k in KEPT_ON_RESUME]
+        if refused:
+            raise SystemExit(f"error: --resume continues the run in {out} as it was set up; these settings "
+                             f"differ from it: {'; '.join(refused)}. Use the run's values, or start a new run "
+                             f"in another --out-dir")
+        if changed:
+            log("resuming with changed settings: " + ", ".join(f"--{k.replace('_', '-')} {a!r} -> {b!r}"
+                                                               for k, (a, b) in changed.items()))
+        return
+    if state is not None and not os.path.exists(os.path.join(out, "summary.json")):
+        raise SystemExit(f"error: {out} holds an unfinished run (checkpoint at step {state['step']} of "
+                         f"{state['config'].get('steps')}): continue it with --resume, start it over with "
+                         f"--overwrite, or choose another --out-dir")
+    held = [os.path.join(out, f) for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    if held and is_main() and cfg.overwrite:
+        for f in held:
+            if os.path.isdir(f):
+                shutil.rmtree(f)
+            else:
+                os.remove(f)
+        log(f"--overwrite: the run in {out} was deleted; starting over")
+    elif held and is_main():
+        aside = next(f"{out}.{n}" for n in range(1, 10_000) if not os.path.exists(f"{out}.{n}"))
+        os.replace(out, aside)
+        log(f"{out} held a finished run: moved to {aside}; starting a new run in {out}")
+    barrier()             # under torchrun, no rank goes on before the folder is ready
 
 
 def start_or_resume(cfg, model, optimizer, log):
-    """Prepare the run directory cfg.out_dir and return (step to start from, the loop's counters): the
-    checkpoint's with --resume (saying which settings changed since it was written), else (0, {}). The
-    metrics log is cut back to match the weights, and config.json records the settings of this run."""
+    """Prepare the run directory cfg.out_dir (prepare_out_dir has checked it) and return (step to start
+    from, the loop's counters): the checkpoint's with --resume, else (0, {}). The metrics log is cut
+    back to match the weights, and config.json records the settings of this run."""
     path = os.path.join(cfg.out_dir, "checkpoint.pt")
     start, progress = 0, {}
     if cfg.resume and os.path.exists(path):
-        start, progress, old = load_checkpoint(path, model, optimizer)
-        changed = {k: (old.get(k), v) for k, v in dataclasses.asdict(cfg).items()
-                   if k not in ("resume", "steps", "progress") and old.get(k) != v}
-        log(f"resumed from {path} at step {start}" + (f" (changed settings: {changed})" if changed else ""))
+        start, progress = load_checkpoint(path, model, optimizer)
+        log(f"resumed from {path} at step {start}")
     elif cfg.resume:
         log(f"--resume: no checkpoint at {path}, starting from step 0")
     if is_main():

@@ -2,8 +2,8 @@
 
 Reference page of the tutorial (train.py reads these fields). The command line is generated from
 the one dataclass below: every field is a --flag with the same name (underscores as dashes) and the
-same default, booleans also take --no-...; the README's flag table is this file, and a test keeps
-them equal.
+same default, booleans also take --no-...; the flag table of docs/training.md is this file, and a
+test keeps them equal.
 """
 
 import argparse
@@ -44,7 +44,8 @@ class Config:
     eps_high: float = flag(0.28, "clip range above 1 (0.28: the paper's)")
     beta: float = flag(0.0, "KL weight; a reference model is loaded only if > 0")
     dpo_beta: float = flag(0.1, "beta of the DPO loss")
-    dpo_ref: str = flag("initial", "DPO reference: initial (frozen copy) or old (sampler)")
+    dpo_ref: str = flag("initial", "DPO reference: initial (a frozen copy of the start model) or old (pi_old: "
+                        "the update's own log-probs before it)")
     skip_ties: bool = flag(True, "do not run zero-advantage rollouts through the backward (a pure speed-up: "
                            "same loss and gradient)")
     filter_ties: bool = flag(False, "DAPO's filter: average the loss over informative groups only (scales "
@@ -88,7 +89,10 @@ class Config:
     save_every: int = flag(200, "checkpoint every N steps (and at the end)")
     save: bool = flag(True, "write checkpoints and the final model (--no-save: a throwaway run, as the GPU "
                       "check's)")
-    resume: bool = flag(False, "continue from out_dir/checkpoint.pt")
+    resume: bool = flag(False, "continue from out_dir/checkpoint.pt (the settings that define the run must "
+                        "be the same)")
+    overwrite: bool = flag(False, "start over in an out_dir that holds a run, deleting it (without: an "
+                           "unfinished run is refused, a finished one moved aside to out_dir.1)")
     warm_start_target: float = flag(0.2, "built-in task: supervised warm start until validation accuracy "
                                     "passes this")
     progress: bool = flag(True, "show progress bars")
@@ -177,5 +181,7 @@ def check_config(cfg, world=1):
                         "forward it would compile)")
     if cfg.prompts_per_step % world:
         problems.append(f"--prompts-per-step {cfg.prompts_per_step} must divide by the {world} ranks")
+    if cfg.resume and cfg.overwrite:
+        problems.append("--resume continues the run in --out-dir and --overwrite deletes it: give one")
     if problems:
         raise SystemExit("error: " + "; ".join(problems))

@@ -5,8 +5,13 @@ Chapter 4 of the tutorial.
   * load_problems: a JSONL problem set -> [{"problem", "gold"}], failing on a bad row with its file
     and line (MATH / MATH-500, GSM8K's "#### N", or any field names);
   * build_prompts: problems -> token ids, through the chat template, a plain template or as they are;
+  * problem_sets, DATA_DIR: a run's training and held-out problems; the shipped files (data/README.md);
+  * prompt_sets: both sets as prompts, the over-long ones left out with a count;
   * tiny_task_problems: the built-in task, 2-digit addition (its model is in tiny_model.py);
-  * prompts_for_step, stream_prompts: which prompts a step trains on: a seeded stream, epoch by epoch;
+  * completion_tokens: new tokens per completion when --max-new-tokens is 0 (8 built-in, 1024 files);
+  * prompts_for_step, stream_prompts, upcoming_prompts: which prompts a step trains on (a seeded
+    stream, epoch by epoch) and which ones --resample takes next;
+  * load_model_config: a model's config.json alone (for --plan), from a directory or the local cache;
   * load_model_and_tokenizer: a Hugging Face model directory or hub id, with one clear line when it
     is neither on disk nor in the local cache.
 """
@@ -19,6 +24,10 @@ import sys
 
 from precision import DTYPES, precision
 from reward import gold_answer, last_boxed
+
+
+# The paper's training set and benchmarks, shipped with the repository (data/README.md: sources, licenses)
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
 class DataError(ValueError):

@@ -156,7 +156,7 @@ def add_arguments(ap):
     ap.add_argument("--temperature", type=float, default=None)
     ap.add_argument("--top-p", type=float, default=None, help="nucleus sampling; 1: off")
     ap.add_argument("--top-k", type=int, default=None, help="top-k sampling; 0: off")
-    ap.add_argument("--max-new-tokens", type=int, default=None)
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="new tokens per completion at most")
     ap.add_argument("--batch-size", type=int, default=64, help="sequences sampled together")
     ap.add_argument("--out", default="", help="where the results go (default: next to the model)")
     ap.add_argument("--answer-fallback", action="store_true",
@@ -169,10 +169,36 @@ def add_arguments(ap):
     ap.add_argument("--device", default="auto")
 
 
+# the range of each shared flag that takes a number (None: not given, the command's default)
+RANGES = {"samples": (lambda x: x >= 1, ">= 1"), "temperature": (lambda x: x >= 0, ">= 0 (0: greedy)"),
+          "top_p": (lambda x: 0 < x <= 1, "in (0, 1]"), "top_k": (lambda x: x >= 0, ">= 0 (0: off)"),
+          "max_new_tokens": (lambda x: x >= 0, ">= 0 (0: the default)"), "batch_size": (lambda x: x >= 1, ">= 1"),
+          "limit": (lambda x: x >= 0, ">= 0 (0: all)")}
+
+
+def check_arguments(args, samples, temperature):
+    """Refuse flags that cannot work before anything loads, as train.py does (config.check_config): one
+    line naming every problem, exit 1. samples, temperature: the values the command will use."""
+    problems = [f"--{k.replace('_', '-')} {getattr(args, k)} must be {what}" for k, (ok, what) in RANGES.items()
+                if getattr(args, k, None) is not None and not ok(getattr(args, k))]
+    if samples > 1 and temperature == 0:
+        problems.append(f"--samples {samples} needs --temperature > 0 (greedy samples are all the same)")
+    problems += [f"--pass-k {j} must be in [1, --samples {samples}]" for j in getattr(args, "pass_k", None) or []
+                 if not 1 <= j <= samples]
+    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
+        problems.append(f"--device {args.device} must be auto, cpu, cuda or cuda:N")
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))
+
+
 def load_model(args):
-    """(model in eval mode, tokenizer, device) of --model on --device."""
+    """(model in eval mode, tokenizer, device) of --model on --device; a model that is not there is one
+    line (data.DataError), not a traceback."""
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tok = load_model_and_tokenizer(args.model, device)
+    try:
+        model, tok = load_model_and_tokenizer(args.model, device)
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
     return model.eval(), tok, device
 
 
@@ -185,8 +211,9 @@ def main(argv=None):
     ap.add_argument("--pass-k", type=int, nargs="*", default=None, help="pass@j for these j (default k)")
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N problems")
     args = ap.parse_args(argv)
-    samples = args.samples or 1
+    samples = 1 if args.samples is None else args.samples
     temperature = args.temperature if args.temperature is not None else (0.0 if samples == 1 else 1.0)
+    check_arguments(args, samples, temperature)
     try:                                            # the data first: a bad file fails before the model
         problems = load_problems(args.data, args.problem_field, args.answer_field) if args.data \
             else tiny_task_problems()["test"]

@@ -143,7 +143,8 @@ def grpo_loss(logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.2, beta=
     """GRPO clipped surrogate loss and the statistics people log.
 
     logp:       (B, T) log pi_theta of the sampled tokens (with gradient)
-    old_logp:   (B, T) log pi_old of the same tokens, from sampling time (no gradient)
+    old_logp:   (B, T) log pi_old of the same tokens, the policy before this update (no gradient; train.py
+                takes it from the training forward, docs/precision.md)
     advantages: (B,)   one advantage per completion, shared by all its tokens
     mask:       (B, T) 1 for completion tokens, 0 for padding
     ref_logp:   (B, T) log pi_ref, needed when beta > 0

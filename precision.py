@@ -1,6 +1,7 @@
 """precision.py: which dtype each phase of a run computes in (--dtype), and the context it runs under.
 
-Appendix of the tutorial (docs/precision.md says why and what was measured). Four settings:
+Appendix of the tutorial (docs/precision.md says why and what was measured). --dtype auto picks
+one of three settings (float32 on a CPU, mixed on CUDA), or one is named:
 
     float32:  fp32 weights, fp32 compute                        (--dtype auto on a CPU)
     mixed:    fp32 weights and AdamW, bf16 autocast: matmuls     (--dtype auto on CUDA; selectable on a

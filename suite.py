@@ -23,8 +23,8 @@ import sys
 
 import torch
 
-from data import DataError, build_prompts, load_problems
-from eval import add_arguments, evaluate, load_model, write_text
+from data import DATA_DIR, DataError, build_prompts, load_problems
+from eval import add_arguments, check_arguments, evaluate, load_model, write_text
 from precision import autocast
 
 PAPER_SUITE = {"MATH-500": "math500_test.jsonl", "AMC 2023": "amc23_test.jsonl",
@@ -55,20 +55,10 @@ NOTES = {"OlympiadBench": "OlympiadBench ids 2791 and 2890 repeat MATH training 
                           "answers: a model trained on MATH has seen them."}
 
 
-def find_data_dir():
-    """Where the benchmark files are: ./data beside this file, else ../shared/data (this project's
-    workspace), else the current directory."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for d in (os.path.join(here, "data"), os.path.join(here, "..", "shared", "data")):
-        if os.path.isfile(os.path.join(d, PAPER_SUITE["MATH-500"])):
-            return d
-    return "."
-
-
 def suite_files(suite, data_dir=None):
     """{benchmark name: file}: the paper's five benchmarks (suite ["paper"]) or the files given."""
     if suite == ["paper"]:
-        data_dir = data_dir or find_data_dir()
+        data_dir = data_dir or DATA_DIR
         return {name: os.path.join(data_dir, f) for name, f in PAPER_SUITE.items()}
     return {os.path.splitext(os.path.basename(f))[0]: f for f in suite}
 
@@ -158,9 +148,11 @@ def main(argv=None):
     add_arguments(ap)
     ap.add_argument("--benchmarks", nargs="+", default=["paper"],
                     help="'paper' (its five benchmarks, the default) or JSONL files")
-    ap.add_argument("--data-dir", default=None, help="where the paper's files are (default: ./data, else "
-                                                     "../shared/data)")
+    ap.add_argument("--data-dir", default=None, help="where the paper's files are (default: data/ of this "
+                                                     "repository)")
     args = ap.parse_args(argv)
+    check_arguments(args, PAPER_PROTOCOL["samples"] if args.samples is None else args.samples,
+                    PAPER_PROTOCOL["temperature"] if args.temperature is None else args.temperature)
     try:                                   # every file is read (and checked) before the model loads
         benchmarks = {name: (path, load_problems(path))
                       for name, path in suite_files(args.benchmarks, args.data_dir).items()}

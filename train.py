@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 import parallel
 import plan
-from checkpoint import StopFlag, append_metrics, save_checkpoint, save_final, start_or_resume
+from checkpoint import StopFlag, append_metrics, prepare_out_dir, save_checkpoint, save_final, start_or_resume
 from config import check_config, parse_args
 from data import (DataError, completion_tokens, load_model_and_tokenizer, problem_sets, prompt_sets,
                   prompts_for_step, upcoming_prompts)
@@ -357,6 +357,7 @@ def train(cfg):
     _, world, device = parallel.init(cfg.device, one_rank_group=cfg.cpu_offload)
     check_config(cfg, world)
     log = tqdm.write if parallel.is_main() else (lambda msg: None)
+    prepare_out_dir(cfg, log)                           # no run is lost or mixed with another
     run = setup(cfg, device, log)
     plan.check_run(cfg, run, world, log)                # on a GPU: will it fit? (plan.py)
     start, progress = start_or_resume(cfg, run.model, run.optimizer, log)

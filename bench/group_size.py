@@ -53,7 +53,7 @@ from grpo import group_advantages  # noqa: E402
 from reward import rewards  # noqa: E402
 
 BASE_P = 16          # prompts per step of the 16-GRPO arm: 16 x 16 = 256 rollouts per step
-BASE_LR = 5e-5       # lr of the 16-GRPO arm, tuned once (README: 2.5e-5 to 2e-4 were within noise for it)
+BASE_LR = 5e-5       # lr of the 16-GRPO arm, tuned once (docs/reproduce.md: 2.5e-5 to 2e-4 were within noise for it)
 PAPER = {"acc": 0.976, "rollouts": 0.125, "time": 0.21}
 
 

@@ -1,6 +1,6 @@
 """Recipes that fit: for each card size and model, the flags plan.py finds for full fine-tuning.
 
-    python bench/recipes.py            # prints the README's small-GPU table (config.json shapes only)
+    python bench/recipes.py            # prints docs/gpu.md's recipe table (config.json shapes only)
 
 Base run (the paper's setup scaled to one GPU): 2-GRPO, 64 prompts x 2 rollouts per step, 1024 new
 tokens, MATH prompts of at most 512 tokens, micro-batches of 8, fp32 weights with AdamW and bf16

@@ -1,6 +1,6 @@
 """A reward-hacking probe: the completions a policy would try to game the reward with, on real gold answers.
 
-    python bench/reward_hacking.py [--data-dir ../shared/data]
+    python bench/reward_hacking.py [--data-dir data]
 
 GRPO finds a hole in the reward quickly: a wrong answer judged right is a reward the policy learns to
 collect. For every gold answer of MATH-500, AMC 2023, AIME 2024 / 2025, Minerva and OlympiadBench
@@ -32,7 +32,7 @@ import time
 from fractions import Fraction
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from data import load_problems  # noqa: E402
+from data import DATA_DIR, load_problems  # noqa: E402
 from mathparse import Refused, parse_expression  # noqa: E402
 from reward import normalize, parse_number, rewards, split_top, structure, units  # noqa: E402
 
@@ -155,8 +155,7 @@ def table(paid, control, sets):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    here = os.path.dirname(os.path.abspath(__file__))
-    ap.add_argument("--data-dir", default=os.path.join(here, "..", "..", "shared", "data"))
+    ap.add_argument("--data-dir", default=DATA_DIR)
     args = ap.parse_args()
     golds = {name: load_problems(os.path.join(args.data_dir, f), log=lambda m: None)
              for name, f in SETS.items()}

@@ -1,6 +1,6 @@
 """Real-data check of reward.py: does the checker agree with the datasets' own answers?
 
-    python bench/reward_real_data.py [--data-dir ../shared/data]
+    python bench/reward_real_data.py [--data-dir data]
 
 For every set that ships reference solutions, the final answer of each reference solution (its last
 \\boxed{}, boxed alone and read by reward.extract_answer as a completion would be) must be judged equal
@@ -22,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from data import load_problems  # noqa: E402
+from data import DATA_DIR, load_problems  # noqa: E402
 from reward import check, extract_answer, is_equiv, last_boxed  # noqa: E402
 
 # name -> (file, the reference's final answer written as a model would, the row's id)
@@ -61,8 +61,7 @@ def listed_answers(path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    here = os.path.dirname(os.path.abspath(__file__))
-    ap.add_argument("--data-dir", default=os.path.join(here, "..", "..", "shared", "data"))
+    ap.add_argument("--data-dir", default=DATA_DIR)
     args = ap.parse_args()
     t0 = time.perf_counter()
     for name, (file, reference, id_field) in SETS.items():

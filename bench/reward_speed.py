@@ -1,6 +1,6 @@
 """How fast is the answer checker? Checks per second on MATH-500 gold answers.
 
-    python bench/reward_speed.py [--data-dir ../shared/data]
+    python bench/reward_speed.py [--data-dir data]
     python bench/reward_speed.py --against ../other-checkout     # now vs another version's checker
 
 Three workloads: each answer against itself (step 1 decides), against a rewritten but equal form
@@ -21,6 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from data import DATA_DIR  # noqa: E402
 from reward import is_equiv  # noqa: E402
 
 
@@ -82,9 +83,8 @@ def paired(pairs, ours, theirs, rounds=12):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", default=os.path.join(here, "..", "..", "shared", "data"))
+    ap.add_argument("--data-dir", default=DATA_DIR)
     ap.add_argument("--against", default="", help="another checkout: its checker timed beside this one")
     args = ap.parse_args()
     with open(os.path.join(args.data_dir, "math500_test.jsonl")) as f:

@@ -1,7 +1,7 @@
 """reward.py side by side with Math-Verify, the checker most GRPO users run.
 
     pip install "math-verify[antlr4_13_2]"        # for this benchmark only; no project module imports it
-    python bench/reward_vs_math_verify.py [--data-dir ../shared/data] [--gsm8k 400]
+    python bench/reward_vs_math_verify.py [--data-dir data] [--gsm8k 400]
 
 A generated set of (completion, gold, expected) pairs built from the gold answers of MATH-500 and
 GSM8K: equal rewrites and wrong perturbations, in the answer styles real models write (LaTeX
@@ -26,6 +26,7 @@ from fractions import Fraction
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
+from data import DATA_DIR  # noqa: E402
 from reward import judge, normalize, parse_number, rewards, structure, units  # noqa: E402
 
 
@@ -122,7 +123,7 @@ def math_verify_judge():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", default=os.path.join(HERE, "..", "..", "shared", "data"))
+    ap.add_argument("--data-dir", default=DATA_DIR)
     ap.add_argument("--gsm8k", type=int, default=400, help="GSM8K test answers used (the first N)")
     args = ap.parse_args()
     try:

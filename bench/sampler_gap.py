@@ -1,6 +1,6 @@
 """Precision of each phase: how far the sampler's log-probs are from the training forward's, what that
-did to the first update's ratio before train.py took pi_old from the training forward, and the KV
-cache's bytes per token.
+gap would do to the first update's ratio if pi_old were the sampler's log-probs (train.py takes it from
+the training forward), and the KV cache's bytes per token.
 
     python bench/sampler_gap.py                          # CPU: tiny model and a 1.5B shape cut to 2 layers
     python bench/sampler_gap.py --device cuda --layers 28 --rows 64 --new-tokens 256    # a GPU
@@ -10,12 +10,13 @@ For each --dtype (float32, mixed = fp32 weights + bf16 autocast, bfloat16) and e
 the update does (same precision), and prints:
   - gap mean / max: |log pi_train - log pi_sampler| over completion tokens (what train.py logs as
     sampler_gap_mean / sampler_gap_max);
-  - before: the first update's ratio mean and clip fraction with pi_old = the sampler's log-probs
-    (this project until the change; advantages +1/-1 alternating, DAPO's clip [0.8, 1.28]), and the
-    share of tokens whose ratio was off 1 by more than 1%;
-  - after: the same with pi_old = the training forward's log-probs, detached (what train.py does now);
+  - pi_old = sampler: the first update's ratio mean and clip fraction with pi_old = the sampler's
+    log-probs (advantages +1/-1 alternating, DAPO's clip [0.8, 1.28]), and the share of tokens whose
+    ratio is off 1 by more than 1%;
+  - pi_old = training forward: the same with the training forward's log-probs, detached (train.py);
   - KV bytes/token: the cache's bytes per token of one sequence (all layers, keys and values), as
-    stored, and as the rotary embedding hands the keys over (keys in fp32 under autocast: the old cache).
+    stored, and in brackets as the rotary embedding hands the keys over (keys in fp32 under autocast:
+    what a cache storing them as they come would hold).
 The 1.5B shape is Qwen2.5-Math-1.5B's config.json (hidden 1536, 12 heads, 2 KV heads, vocabulary
 151,936) with random weights (no pretrained weights here), cut to --layers layers. Random weights give
 near-uniform next-token distributions, so the gap of a trained model can differ: on a GPU, part 4 of
@@ -110,8 +111,8 @@ def main(argv=None):
     command = " ".join(["python bench/sampler_gap.py", *(argv if argv is not None else sys.argv[1:])])
     lines = [f"precision, `{command}` (torch {torch.__version__}, {args.device}; {args.rows} completions x "
              f"{args.new_tokens} tokens)", "",
-             "| shape | --dtype | gap mean | gap max | before: ratio mean / clip frac / off > 1% | after: ratio mean / "
-             "clip frac | KV bytes/token (was) | s |", "|---|---|---|---|---|---|---|---|"]
+             "| shape | --dtype | gap mean | gap max | pi_old = sampler: ratio mean / clip frac / off > 1% | "
+             "pi_old = training forward: ratio mean / clip frac | KV bytes/token (keys as handed over) | s |", "|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     results = []
     for shape in args.shapes:

@@ -7,11 +7,10 @@ import pytest
 from helpers import benchmark_files, small_run_args, write_jsonl
 
 import train
-from data import (DataError, build_prompts, load_model_and_tokenizer, load_model_config, load_problems,
+from data import (DATA_DIR, DataError, build_prompts, load_model_and_tokenizer, load_model_config, load_problems,
                   prompts_for_step, tiny_task_problems)
 from tiny_model import build_tiny_tokenizer
 
-SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
 
 def test_load_math_and_gsm8k_rows(tmp_path):
@@ -131,12 +130,24 @@ def test_rows_with_an_empty_gold_answer_are_skipped_with_one_line(tmp_path):
     assert said == [f"{tmp_path / 'train.jsonl'}: skipped 2 row(s) with an empty gold answer (line 2, 3)"]
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared/data (the real problem sets) is not here")
+def test_the_shipped_data_files_are_the_ones_data_readme_names():
+    """data/README.md's table lists every file with its sha256: the files on disk are those, byte for byte."""
+    import hashlib
+    import re
+    table = re.findall(r"^\| `([\w.]+\.jsonl)` \| [\d,]+ \| .* \| `([0-9a-f]{64})` \|$",
+                       open(os.path.join(DATA_DIR, "README.md")).read(), re.M)
+    on_disk = sorted(f for f in os.listdir(DATA_DIR) if f.endswith(".jsonl"))
+    assert sorted(name for name, _ in table) == on_disk and len(on_disk) == 9
+    for name, digest in table:
+        assert hashlib.sha256(open(os.path.join(DATA_DIR, name), "rb").read()).hexdigest() == digest, name
+
+
 def test_the_real_files_load(capsys):
     counts = {"math500_test.jsonl": 500, "amc23_test.jsonl": 40, "minerva_math_test.jsonl": 272,
-              "aime25_test.jsonl": 30, "olympiadbench_test.jsonl": 675, "gsm8k_test.jsonl": 1319}
+              "aime25_test.jsonl": 30, "olympiadbench_test.jsonl": 675, "gsm8k_test.jsonl": 1319,
+              "aime24_test.jsonl": 30, "gsm8k_train.jsonl": 7473}
     for name, n in counts.items():
-        assert len(load_problems(os.path.join(SHARED, name))) == n, name
+        assert len(load_problems(os.path.join(DATA_DIR, name))) == n, name
     said = []
-    train = load_problems(os.path.join(SHARED, "math_train.jsonl"), log=said.append)
+    train = load_problems(os.path.join(DATA_DIR, "math_train.jsonl"), log=said.append)
     assert len(train) == 7498 and said[0].endswith("skipped 2 row(s) with an empty gold answer (line 5530, 5532)")

@@ -1,6 +1,7 @@
 """eval.py: pass@k by hand, scoring of known completions, and the command line end to end."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -140,3 +141,37 @@ def test_new_tokens_are_cut_to_fit_the_models_positions(tmp_path, capsys, monkey
     assert "100 new tokens cut to 34" in capsys.readouterr().err
     evaluation.evaluate(model, tok, problems, max_new_tokens=30, progress=False)     # fits: not cut
     assert asked[-1] == 30 and "cut" not in capsys.readouterr().err
+
+
+# --- bad flags: one line naming the flag, exit 1, before anything loads ---------------------------
+@pytest.mark.parametrize("argv,says", [
+    (["--samples", "0"], "--samples 0 must be >= 1"),
+    (["--temperature", "-1"], "--temperature -1.0 must be >= 0 (0: greedy)"),
+    (["--max-new-tokens", "-5"], "--max-new-tokens -5 must be >= 0"),
+    (["--top-p", "0"], "--top-p 0.0 must be in (0, 1]"),
+    (["--top-k", "-1"], "--top-k -1 must be >= 0"),
+    (["--batch-size", "0"], "--batch-size 0 must be >= 1"),
+    (["--limit", "-2"], "--limit -2 must be >= 0"),
+    (["--samples", "4", "--temperature", "0"], "--samples 4 needs --temperature > 0"),
+    (["--samples", "4", "--temperature", "1", "--pass-k", "8"], "--pass-k 8 must be in [1, --samples 4]"),
+])
+def test_a_bad_eval_flag_is_one_line_naming_it(argv, says, monkeypatch):
+    monkeypatch.setattr(evaluation, "load_model", lambda args: pytest.fail("the model was loaded"))
+    with pytest.raises(SystemExit) as e:
+        evaluation.main(["--model", "M"] + argv)
+    assert str(e.value).startswith("error: ") and says in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("script,argv", [
+    ("eval.py", ["--model", "nothere"]), ("eval.py", ["--model", "M", "--samples", "0"]),
+    ("suite.py", ["--model", "M", "--batch-size", "0"]), ("suite.py", ["--model", "nothere"]),
+    ("suite.py", ["--model", "M", "--top-p", "2"]),
+])
+def test_eval_and_suite_exit_1_with_one_line_and_no_traceback(script, argv):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, script, *argv], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: --"), proc.stderr

@@ -57,8 +57,17 @@ HOSTILE = [
 ]
 
 
-def test_hostile_list_is_long_enough():
-    assert len(HOSTILE) >= 30
+def test_the_hostile_list_goes_past_every_bound_of_the_parser():
+    """The list holds an input beyond each of mathparse's size bounds, so raising a bound past what the
+    list tries fails here rather than passing unnoticed."""
+    import re
+
+    import mathparse
+    assert any(len(t) > mathparse.MAX_ANSWER_CHARS for t in HOSTILE)
+    assert any(len(t) > mathparse.MAX_COMPLETION_CHARS for t in HOSTILE)
+    assert any(t.count("(") > mathparse.MAX_DEPTH for t in HOSTILE)
+    assert any(len(n) > mathparse.MAX_DIGITS for t in HOSTILE for n in re.findall(r"\d+", t))
+    assert any(int(n) > mathparse.MAX_FACTORIAL for t in HOSTILE for n in re.findall(r"(\d+)!", t))
 
 
 @pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))

@@ -1,4 +1,4 @@
-"""plan.py (--plan): the parts by hand on a tiny config, the README's 1.5B example, bad input, and the
+"""plan.py (--plan): the parts by hand on a tiny config, docs/gpu.md's 1.5B example, bad input, and the
 plan against a measured peak (CPU)."""
 
 import importlib.util

@@ -36,8 +36,23 @@ def test_smoke_few_steps_write_metrics_checkpoint_and_model(tmp_path, tiny_model
     assert json.load(open(run / "config.json"))["group_size"] == 2
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 4
     assert not os.path.exists(run / "checkpoint.pt.tmp")
-    AutoModelForCausalLM.from_pretrained(run / "model")          # the final model loads like any other
-    assert 0.0 <= summary["held_out_before"] <= 1.0 and 0.0 <= summary["held_out_after"] <= 1.0
+    final = AutoModelForCausalLM.from_pretrained(run / "model")    # the final model loads like any other
+    # the accuracies reported are those of the models: the start model's and the saved final model's
+    assert summary["held_out_before"] == greedy_accuracy(tiny_model_dir, 16, 12)
+    assert summary["held_out_after"] == greedy_accuracy(final, 16, 12, tok=tiny_model_dir)
+
+
+def greedy_accuracy(model, problems, max_new_tokens, tok=None):
+    """Greedy held-out accuracy of a model (a directory or a loaded model) on the first built-in
+    held-out problems, as eval.evaluate gives it."""
+    from transformers import AutoTokenizer
+
+    from data import build_prompts, tiny_task_problems
+    from eval import evaluate
+    tok = AutoTokenizer.from_pretrained(tok or model)
+    model = AutoModelForCausalLM.from_pretrained(model) if isinstance(model, str) else model
+    held_out = build_prompts(tiny_task_problems()["test"][:problems], tok, "auto", builtin=True)
+    return evaluate(model, tok, held_out, max_new_tokens=max_new_tokens, progress=False)["mean@1"]
 
 
 def test_dpo_loss_and_kl_paths_run(tmp_path, tiny_model_dir):
@@ -257,7 +272,7 @@ def test_one_gpu_recipe_from_the_readme_runs_on_a_tiny_qwen2(tmp_path):
 
 
 def flags_table():
-    """The README's table of flags, as train.Config defines them."""
+    """The flag table of docs/training.md, as config.Config defines it."""
     import dataclasses
     rows = ["| flag | default | meaning |", "|---|---|---|"]
     for f in dataclasses.fields(Config):
@@ -267,7 +282,7 @@ def flags_table():
     return "\n".join(rows)
 
 
-def test_readme_documents_every_flag_and_its_default():
+def test_the_training_page_documents_every_flag_and_its_default():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     page = open(os.path.join(root, "docs", "training.md")).read()
     assert flags_table() in page, "docs/training.md flag table is out of date: paste tests/test_train.py::flags_table()"
