@@ -16,6 +16,7 @@ import random
 import shutil
 import signal
 import sys
+import time
 
 import torch
 
@@ -41,6 +42,12 @@ def atomic_file(path):
     tmp = path + ".tmp"
     yield tmp
     os.replace(tmp, path)
+
+
+def write_text(path, text):
+    """Write a text file (results, summaries) atomically: never half a file."""
+    with atomic_file(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
 
 
 def save_checkpoint(path, model, optimizer, step, cfg, progress=None):
@@ -70,7 +77,8 @@ def read_checkpoint(path):
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as e:     # torch.load raises RuntimeError, EOFError, UnpicklingError, ... by damage
         raise unreadable(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}") from None
-    missing = {"model", "optimizer", "step", "config", "progress"} - set(state if isinstance(state, dict) else ())
+    keys = set(state) if isinstance(state, dict) else set()
+    missing = {"model", "optimizer", "step", "config", "progress"} - keys
     if missing:
         raise unreadable(f"missing {', '.join(sorted(missing))}")
     return state
@@ -118,11 +126,12 @@ def prepare_out_dir(cfg, log):
         old, new = state["config"], dataclasses.asdict(cfg)
         changed = {k: (old.get(k), v) for k, v in new.items() if k in old and old[k] != v
                    and k not in ("resume", "overwrite", "progress")}
-        refused = [f"--{k.replace('_', '-')} {a!r} -> {b!r}" for k, (a, b) in changed.items() if k in KEPT_ON_RESUME]
+        refused = [f"--{k.replace('_', '-')} {a!r} -> {b!r}" for k, (a, b) in changed.items()
+                   if k in KEPT_ON_RESUME]
         if refused:
             raise SystemExit(f"error: --resume continues the run in {out} as it was set up; these settings "
-                             f"differ from it: {'; '.join(refused)}. Use the run's values, or start a new run "
-                             f"in another --out-dir")
+                             f"differ from it: {'; '.join(refused)}. Use the run's values, or start a new "
+                             f"run in another --out-dir")
         if changed:
             log("resuming with changed settings: " + ", ".join(f"--{k.replace('_', '-')} {a!r} -> {b!r}"
                                                                for k, (a, b) in changed.items()))
@@ -163,6 +172,32 @@ def start_or_resume(cfg, model, optimizer, log):
         with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
             json.dump(dataclasses.asdict(cfg), f, indent=2)
     return start, progress
+
+
+class PhaseClock:
+    """The seconds and, on CUDA, the peak memory of each phase of a step, for its metrics row:
+    `with clock("sampling"): ...` records row["sampling_s"], and on CUDA row["peak_sampling_gib"] and
+    row["reserved_sampling_gib"], allocated and reserved (bench/gpu_check.py reads them against the
+    phases of plan.py); clock.take() hands the row over and starts a new one."""
+
+    def __init__(self, device):
+        self.device, self.row = torch.device(device), {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase):
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        t0 = time.perf_counter()
+        yield
+        self.row[f"{phase}_s"] = round(time.perf_counter() - t0, 4)
+        if cuda:
+            self.row[f"peak_{phase}_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
+            self.row[f"reserved_{phase}_gib"] = round(torch.cuda.max_memory_reserved(self.device) / 2**30, 3)
+
+    def take(self):
+        row, self.row = self.row, {}
+        return row
 
 
 def append_metrics(out_dir, row):

@@ -44,8 +44,8 @@ class Config:
     eps_high: float = flag(0.28, "clip range above 1 (0.28: the paper's)")
     beta: float = flag(0.0, "KL weight; a reference model is loaded only if > 0")
     dpo_beta: float = flag(0.1, "beta of the DPO loss")
-    dpo_ref: str = flag("initial", "DPO reference: initial (a frozen copy of the start model) or old (pi_old: "
-                        "the update's own log-probs before it)")
+    dpo_ref: str = flag("initial", "DPO reference: initial (a frozen copy of the start model) or old "
+                        "(pi_old: the update's own log-probs before it)")
     skip_ties: bool = flag(True, "do not run zero-advantage rollouts through the backward (a pure speed-up: "
                            "same loss and gradient)")
     filter_ties: bool = flag(False, "DAPO's filter: average the loss over informative groups only (scales "
@@ -59,7 +59,7 @@ class Config:
     temperature: float = flag(1.0, "rollout temperature")
     top_p: float = flag(1.0, "rollout nucleus sampling; 1: off")
     top_k: int = flag(0, "rollout top-k sampling; 0: off")
-    compile: bool = flag(False, "sample with the compiled decode path (kv_cache.py; CUDA graphs on CUDA): "
+    compile: bool = flag(False, "sample with the compiled decode path (compiled.py; CUDA graphs on CUDA): "
                          "same sampling, the first steps compile")
     # optimization
     lr: float = flag(2e-4, "AdamW learning rate (for the tiny model; ~1e-6 for 1B+)")

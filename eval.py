@@ -20,18 +20,19 @@ import json
 import math
 import os
 import sys
+from dataclasses import replace
 
 import torch
 from tqdm import tqdm
 
 import parallel
-from checkpoint import atomic_file
+from checkpoint import write_text
 from data import (DataError, build_prompts, completion_tokens, load_model_and_tokenizer, load_problems,
                   tiny_task_problems)
 from grpo import informative_share
 from precision import autocast
 from reward import judge
-from rollout import sample, stop_token_ids
+from rollout import Sampling, decoder_for, sample, stop_token_ids
 
 
 def pass_at_k(n, c, k):
@@ -59,33 +60,30 @@ def fit_context(model, problems, max_new_tokens, desc="eval"):
     return max_new_tokens
 
 
-def evaluate(model, tokenizer, problems, samples=1, temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=64,
-             batch_size=64, seed=0, progress=True, pass_ks=None, eos_token_id=None, desc="eval",
-             answer_fallback=False, compile=False):
-    """Score a model on problems (dicts with "prompt_ids" and "gold"; "problem" is carried along).
+def evaluate(model, tokenizer, problems, sampling, samples=1, seed=0, answer_fallback=False, decoder=None,
+             desc="eval", progress=True):
+    """Score a model on problems (dicts with "prompt_ids" and "gold"; "problem" is carried along): k =
+    `samples` completions of each, drawn as `sampling` says (rollout.Sampling; its max_rows rows at a
+    time), ended by any of rollout.stop_token_ids (the tokenizer's EOS and the generation config's, e.g.
+    a chat model's end-of-turn token).
 
-    returns {"mean@k": float, "pass@j": float for each j in pass_ks (default [k]), "results": [...]}
-    where results has one row per problem: completions, extracted answers, correct flags.
-    Sampling uses its own generator seeded with `seed`, so evaluating never moves training's RNG.
-    Each completion is judged by reward.judge; answer_fallback also reads answers that are not boxed
-    (a "Final Answer:" line, the last display-math block, the last number: for models that do not box).
-    eos_token_id: the id(s) that end a completion; default rollout.stop_token_ids (the tokenizer's EOS
-    and the generation config's, e.g. a chat model's end-of-turn token). compile: rollout.sample's
-    compiled decode path (same completions; faster on a GPU once compiled).
+    returns {"mean@k": float, "pass@k": float, "results": [...]} where results has one row per problem:
+    completions, extracted answers, correct flags (pass@j for other j: pass_at). Sampling uses its own
+    generator seeded with `seed`, so evaluating never moves training's RNG. Each completion is judged
+    by reward.judge; answer_fallback also reads answers that are not boxed (a "Final Answer:" line, the
+    last display-math block, the last number: for models that do not box). decoder: rollout.sample's.
     """
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    pass_ks = pass_ks or [samples]
-    max_new_tokens = fit_context(model, problems, max_new_tokens, desc)
-    eos = eos_token_id if eos_token_id is not None else stop_token_ids(model, tokenizer)
-    per_batch = max(1, batch_size // samples)
+    sampling = replace(sampling, max_new_tokens=fit_context(model, problems, sampling.max_new_tokens, desc))
+    eos = stop_token_ids(model, tokenizer)
+    per_batch = max(1, (sampling.max_rows or len(problems) * samples) // samples)
     results = []
     bar = tqdm(total=len(problems), desc=desc, disable=not progress, leave=False)
     for s in range(0, len(problems), per_batch):
         chunk = problems[s:s + per_batch]
-        rollout = sample(model, [p["prompt_ids"] for p in chunk], n=samples, max_new_tokens=max_new_tokens,
-                         temperature=temperature, top_p=top_p, top_k=top_k, eos_token_id=eos, generator=gen,
-                         pad_token_id=tokenizer.pad_token_id, tokenizer=tokenizer, compile=compile,
-                         max_batch_size=batch_size)
+        rollout = sample(model, [p["prompt_ids"] for p in chunk], n=samples, sampling=sampling,
+                         eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, generator=gen,
+                         tokenizer=tokenizer, decoder=decoder)
         for i, p in enumerate(chunk):
             texts = rollout.texts[i * samples:(i + 1) * samples]
             judged = [judge(t, p["gold"], fallback=answer_fallback) for t in texts]     # (answer, right?)
@@ -94,12 +92,13 @@ def evaluate(model, tokenizer, problems, samples=1, temperature=0.0, top_p=1.0, 
                             "answers": answers, "correct": correct})
         bar.update(len(chunk))
     bar.close()
-    n = len(results)
-    out = {"mean@%d" % samples: sum(sum(r["correct"]) / samples for r in results) / max(n, 1)}
-    for j in pass_ks:
-        out["pass@%d" % j] = sum(pass_at_k(samples, sum(r["correct"]), j) for r in results) / max(n, 1)
-    out["results"] = results
-    return out
+    mean = sum(sum(r["correct"]) / samples for r in results) / max(len(results), 1)
+    return {f"mean@{samples}": mean, f"pass@{samples}": pass_at(results, samples), "results": results}
+
+
+def pass_at(results, j):
+    """pass@j over evaluate()'s per-problem results (k samples each, j <= k)."""
+    return sum(pass_at_k(len(r["correct"]), sum(r["correct"]), j) for r in results) / max(len(results), 1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -127,7 +126,7 @@ def group_size_diagnostic(results, group_sizes=(2, 4, 8, 16)):
     return {"pass_rate_hist": hist, "informative_share": share, "problems_with_signal": some}, lines
 
 
-def shared_accuracy(model, tokenizer, problems, samples=1, seed=0, progress=True, **kw):
+def shared_accuracy(model, tokenizer, problems, sampling, samples=1, seed=0, progress=True, decoder=None):
     """Mean@k of evaluate() on problems that the ranks of a torchrun job share: rank r evaluates
     problems r, r + N, r + 2N, ... (seeded seed + r), and the right answers are summed over the ranks.
     In one process it is evaluate()'s mean@k. None when there are no problems."""
@@ -136,16 +135,10 @@ def shared_accuracy(model, tokenizer, problems, samples=1, seed=0, progress=True
     rank, _ = parallel.rank_and_world()
     mine = parallel.my_share(problems)
     with parallel.full_weights(model):          # FSDP: whole weights while decoding
-        res = evaluate(model, tokenizer, mine, samples=samples, seed=seed + rank,
-                       progress=progress and rank == 0, **kw)
+        res = evaluate(model, tokenizer, mine, sampling, samples=samples, seed=seed + rank, decoder=decoder,
+                       progress=progress and rank == 0)
     right = parallel.all_reduce(torch.tensor(res[f"mean@{samples}"] * len(mine), dtype=torch.float64))
     return right.item() / len(problems)
-
-
-def write_text(path, text):
-    """Write a results file atomically (checkpoint.atomic_file): never half a file."""
-    with atomic_file(path) as tmp, open(tmp, "w") as f:
-        f.write(text)
 
 
 def add_arguments(ap):
@@ -163,7 +156,7 @@ def add_arguments(ap):
                     help="also read answers that are not boxed (a 'Final Answer:' line, the last display-"
                          "math block, the last number), for models that do not box; training never does")
     ap.add_argument("--compile", action="store_true",
-                    help="sample with the compiled decode path (kv_cache.py; CUDA graphs on CUDA; "
+                    help="sample with the compiled decode path (compiled.py; CUDA graphs on CUDA; "
                          "same completions, compiles first)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
@@ -172,21 +165,20 @@ def add_arguments(ap):
 # the range of each shared flag that takes a number (None: not given, the command's default)
 RANGES = {"samples": (lambda x: x >= 1, ">= 1"), "temperature": (lambda x: x >= 0, ">= 0 (0: greedy)"),
           "top_p": (lambda x: 0 < x <= 1, "in (0, 1]"), "top_k": (lambda x: x >= 0, ">= 0 (0: off)"),
-          "max_new_tokens": (lambda x: x >= 0, ">= 0 (0: the default)"), "batch_size": (lambda x: x >= 1, ">= 1"),
-          "limit": (lambda x: x >= 0, ">= 0 (0: all)")}
+          "max_new_tokens": (lambda x: x >= 0, ">= 0 (0: the default)"),
+          "batch_size": (lambda x: x >= 1, ">= 1"), "limit": (lambda x: x >= 0, ">= 0 (0: all)")}
 
 
 def check_arguments(args, samples, temperature):
     """Refuse flags that cannot work before anything loads, as train.py does (config.check_config): one
     line naming every problem, exit 1. samples, temperature: the values the command will use."""
-    problems = [f"--{k.replace('_', '-')} {getattr(args, k)} must be {what}" for k, (ok, what) in RANGES.items()
-                if getattr(args, k, None) is not None and not ok(getattr(args, k))]
+    given = {k: getattr(args, k, None) for k in RANGES}
+    problems = [f"--{k.replace('_', '-')} {v} must be {RANGES[k][1]}" for k, v in given.items()
+                if v is not None and not RANGES[k][0](v)]
     if samples > 1 and temperature == 0:
         problems.append(f"--samples {samples} needs --temperature > 0 (greedy samples are all the same)")
-    problems += [f"--pass-k {j} must be in [1, --samples {samples}]" for j in getattr(args, "pass_k", None) or []
-                 if not 1 <= j <= samples]
-    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
-        problems.append(f"--device {args.device} must be auto, cpu, cuda or cuda:N")
+    problems += [f"--pass-k {j} must be in [1, --samples {samples}]"
+                 for j in getattr(args, "pass_k", None) or [] if not 1 <= j <= samples]
     if problems:
         raise SystemExit("error: " + "; ".join(problems))
 
@@ -222,14 +214,14 @@ def main(argv=None):
     problems = problems[:args.limit or None]
     model, tok, device = load_model(args)
     problems = build_prompts(problems, tok, args.template, builtin=not args.data)
+    sampling = Sampling(completion_tokens(args.max_new_tokens, args.data), temperature, args.top_p or 1.0,
+                        args.top_k or 0, args.batch_size)
     with autocast(device):                       # bf16 on CUDA
-        res = evaluate(model, tok, problems, samples=samples, temperature=temperature,
-                       top_p=args.top_p or 1.0, top_k=args.top_k or 0,
-                       max_new_tokens=completion_tokens(args.max_new_tokens, args.data),
-                       batch_size=args.batch_size, seed=args.seed, pass_ks=args.pass_k,
-                       answer_fallback=args.answer_fallback, compile=args.compile)
+        res = evaluate(model, tok, problems, sampling, samples=samples, seed=args.seed,
+                       answer_fallback=args.answer_fallback, decoder=decoder_for(model, args.compile))
     out = args.out or os.path.join(args.model if os.path.isdir(args.model) else ".", "eval_results.jsonl")
     write_text(out, "".join(json.dumps(r) + "\n" for r in res["results"]))
+    res.update({f"pass@{j}": pass_at(res["results"], j) for j in args.pass_k or []})
     summary = {k: round(v, 4) for k, v in res.items() if k != "results"}
     summary.update(problems=len(problems), samples=samples, temperature=temperature)
     if samples >= 2:                             # when is G = 2 enough for this model on this data?

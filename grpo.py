@@ -160,7 +160,7 @@ def grpo_loss(logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.2, beta=
                                  defaults to T. With max_tokens = 1 this is the sequence log-prob
                                  sum averaged over sequences, the form used in the DPO derivation.
 
-    returns: (loss scalar, stats dict of floats: clip_frac, ratio_mean, kl, adv_mean)
+    returns: (loss scalar, stats dict of floats: clip_frac, ratio_mean, kl)
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
@@ -192,7 +192,6 @@ def grpo_loss(logp, old_logp, advantages, mask, eps_low=0.2, eps_high=0.2, beta=
             "clip_frac": masked_mean(is_clipped.to(logp.dtype), mask).item(),
             "ratio_mean": masked_mean(ratio, mask).item(),
             "kl": masked_mean(kl, mask).item() if kl is not None else 0.0,
-            "adv_mean": advantages.float().mean().item(),
         }
     return loss, stats
 

@@ -349,8 +349,8 @@ def parse_expression(s):
 # ---------------------------------------------------------------------------------------------------
 # A hard time limit for sympy's work (reward.py compares the parsed expressions under it)
 # ---------------------------------------------------------------------------------------------------
-class _Timeout(Exception):
-    pass
+class TimedOut(Exception):
+    """The time limit ran out (reward.check answers False with the reason)."""
 
 
 class time_limit:
@@ -369,7 +369,7 @@ class time_limit:
     def __enter__(self):
         if self.hard:
             def on_alarm(signum, frame):
-                raise _Timeout()
+                raise TimedOut()
             self.old = signal.signal(signal.SIGALRM, on_alarm)
             signal.setitimer(signal.ITIMER_REAL, self.seconds)
         return self

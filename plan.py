@@ -16,12 +16,11 @@ two phases that come and go: the forward and backward of one micro-batch (with t
 the second micro-batch on), or sampling (with the gradients of the last update).
 """
 
-import contextlib
 
 import torch
 
 from data import completion_tokens
-from kv_cache import fixed_cache_length
+from compiled import fixed_cache_length
 from parallel import decoder_layers
 from precision import precision
 
@@ -127,7 +126,8 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
         decode = (0 if cfg.compile else cache) + rows * V * (a + 8)
         parts = [] if cfg.compile else [(f"KV cache of {tag} (R S 2 L kv a)", cache)]
         return read * (not cfg.compile) + parts + [
-            ("the largest transient of prefill, expanding the prompts' cache, a decode step (R V (a + 8), ...)",
+            ("the largest transient of prefill, expanding the prompts' cache, a decode step "
+             "(R V (a + 8), ...)",
              max(prefill, expand, decode) - (0 if cfg.compile else cache))]
     if cfg.compile:         # the fixed cache (S rounded up to 256) and CUDA graphs' pool stay between calls
         kept.append(("--compile: fixed KV cache, kept (R S' 2 L kv a, S' = S up to 256)",
@@ -262,20 +262,6 @@ def report(cfg, s, gpu_gib=None, device="cuda", world=1, prompt_tokens=None):
             lines += [f"  fits with: {flags}  ({needed_gib(t):.1f} GiB)" for flags, t in fixes] or \
                 ["  no change of these flags makes it fit: a smaller model, or more GPUs"]
     return lines, total
-
-
-@contextlib.contextmanager
-def peak_memory(device, row, phase):
-    """On CUDA, the block's peak memory in GiB, allocated and reserved, into row["peak_<phase>_gib"] and
-    row["reserved_<phase>_gib"] (train.py logs sampling, update and evaluation; bench/gpu_check.py reads
-    them against the plan). Nothing elsewhere."""
-    if torch.device(device).type != "cuda":
-        yield
-        return
-    torch.cuda.reset_peak_memory_stats(device)
-    yield
-    row[f"peak_{phase}_gib"] = round(torch.cuda.max_memory_allocated(device) / GiB, 3)
-    row[f"reserved_{phase}_gib"] = round(torch.cuda.max_memory_reserved(device) / GiB, 3)
 
 
 def model_shape(name):

@@ -29,7 +29,7 @@ def resample_ties(problems, rollout, r, draw, upcoming, group_size, mode="fresh"
     budget: extra rollouts allowed, as a multiple of P * G (7: 8x in all, 16-GRPO's rollouts at G = 2)
     Returns (problems, Rollout, rewards, stats): P groups, the first P informative ones drawn, topped up
     with the first draw's tied groups when the budget ran out (grouped by draw); stats counts the
-    groups drawn, the informative groups in the batch and the extra rollouts.
+    groups drawn and the extra rollouts.
     """
     P, G = len(problems), group_size
     pool = [(problems, rollout, r)]                                 # every draw: (problems, Rollout, r)
@@ -61,6 +61,5 @@ def resample_ties(problems, rollout, r, draw, upcoming, group_size, mode="fresh"
             rows = [g * G + j for g in groups for j in range(G)]                  # the G rows of each group
             parts.append(take_rows(draw_rollout, rows))
             out_r.append(draw_r.view(-1, G)[groups].reshape(-1))
-    stats = {"pairs_drawn": P + extra_groups, "informative_pairs": min(n_inf, P),
-             "extra_rollouts": extra_groups * G}
+    stats = {"pairs_drawn": P + extra_groups, "extra_rollouts": extra_groups * G}
     return out_problems, cat_rollouts(parts, pad_token_id), torch.cat(out_r), stats

@@ -45,7 +45,7 @@ from fractions import Fraction
 
 import sympy
 
-from mathparse import (DEFAULT_TIMEOUT, MAX_ANSWER_CHARS, MAX_COMPLETION_CHARS, Refused, _Timeout,
+from mathparse import (DEFAULT_TIMEOUT, MAX_ANSWER_CHARS, MAX_COMPLETION_CHARS, Refused, TimedOut,
                        parse_expression, time_limit)
 
 # ---------------------------------------------------------------------------------------------------
@@ -613,6 +613,7 @@ class _Checker:
         self.refused = None      # the last reason the parser refused a side, for logging
 
     def equal(self, pred, gold, depth=0):
+        """pred (the answer) against gold, through the steps in order; depth: nesting of structures."""
         self.calls += 1
         if depth > 8 or self.calls > 500:
             raise Refused("structure too large")
@@ -621,58 +622,66 @@ class _Checker:
         if unit_p and unit_g and unit_p != unit_g:                 # "7 meters" is not "7 feet"
             self.refused = f"different units: {unit_p} vs {unit_g}"
             return False
-        p, g = normalize(pred), normalize(gold)
-        pc, gc = p.replace(" ", ""), g.replace(" ", "")
-        if pc == gc:                                            # step 1: the same string
+        norm_p, norm_g = normalize(pred), normalize(gold)
+        compact_p, compact_g = norm_p.replace(" ", ""), norm_g.replace(" ", "")
+        if compact_p == compact_g:                              # step 1: the same string
             return True
-        if not pc or not gc:
+        if not compact_p or not compact_g:
             return False
-        pn, gn = parse_number(pc), parse_number(gc)             # step 2: numbers, exactly
-        if pn is not None and gn is not None:
-            if pn == gn:
+        num_p, num_g = parse_number(compact_p), parse_number(compact_g)   # step 2: numbers, exactly
+        if num_p is not None and num_g is not None:
+            if num_p == num_g:
                 return True
             # "50\%" against "0.5": a percent sign on one side only may also mean "divide by 100"
-            return (("%" in pred and pn / 100 == gn) or ("%" in gold and gn / 100 == pn)
-                    or _rounds_to(pc, pn, gn) or _rounds_to(gc, gn, pn))
-        sides = self.labels_and_chains(p, g, depth)             # step 3: "x = 5", "\sqrt{256} = 16"
+            return (("%" in pred and num_p / 100 == num_g) or ("%" in gold and num_g / 100 == num_p)
+                    or _rounds_to(compact_p, num_p, num_g) or _rounds_to(compact_g, num_g, num_p))
+        sides = self.labels_and_chains(norm_p, norm_g, depth)   # step 3: "x = 5", "\sqrt{256} = 16"
         if sides is not None:
             return sides
-        kp, vp = structure(p)                                   # step 4: structures (before step 5
-        kg, vg = structure(g)                                   # so that (1,2) is not an expression)
-        if kp != "atom" or kg != "atom":
-            return self.structures_equal(kp, vp, kg, vg, depth)
-        if _text_key(p) == _text_key(g):
+        kind_p, items_p = structure(norm_p)                     # step 4: structures (before step 5
+        kind_g, items_g = structure(norm_g)                     # so that (1,2) is not an expression)
+        if kind_p != "atom" or kind_g != "atom":
+            return self.structures_equal(kind_p, items_p, kind_g, items_g, depth)
+        if _text_key(norm_p) == _text_key(norm_g):
             return True
         try:                                                    # step 5: expressions
-            ep, eg = parse_expression(p), parse_expression(g)
+            expr_p, expr_g = parse_expression(norm_p), parse_expression(norm_g)
         except Refused as e:
             self.refused = str(e)
             return False
-        if (pn is None) != (gn is None) and not (ep.free_symbols or eg.free_symbols):  # number vs exact one
-            text, value, exact = (pc, pn, eg) if pn is not None else (gc, gn, ep)
-            if "." in text:                    # a decimal for an exact value: 10 significant digits, as above
+        if (num_p is None) != (num_g is None) and not (expr_p.free_symbols or expr_g.free_symbols):
+            # a number against an exact value: a decimal needs 10 significant digits, as above
+            text, value, exact = ((compact_p, num_p, expr_g) if num_p is not None
+                                  else (compact_g, num_g, expr_p))
+            if "." in text:
                 return _rounds_to(text, value, Fraction(str(sympy.N(exact, 40))) if exact.is_real else None)
-        approx = "." in p or "." in g
-        return expressions_equal(ep, eg, approx=approx, allow_simplify=self.allow_simplify)
+        approx = "." in norm_p or "." in norm_g
+        return expressions_equal(expr_p, expr_g, approx=approx, allow_simplify=self.allow_simplify)
 
-    def labels_and_chains(self, p, g, depth):
+    def below(self, depth):
+        """equal() one level down, for the parts of a structure."""
+        def equal_part(pred, gold):
+            return self.equal(pred, gold, depth + 1)
+        return equal_part
+
+    def labels_and_chains(self, pred, gold, depth):
         """A label before the value ("x = 5", "PQ = 6", "f(2) = 7", "(a, b) = (4, 1)") is not part of
         it: against a gold without "=", the value counts; two labelled answers need the same label.
         A chain of equalities ("\\sqrt{324 - 68} = \\sqrt{256} = 16") against a value: its last side.
         None when neither applies (then an equation is compared as an equation, step 4)."""
-        eq = lambda a, b: self.equal(a, b, depth + 1)  # noqa: E731
-        (pl, pv), (gl, gv) = _label(p), _label(g)
-        if pl is not None and gl is not None:
-            return pl.replace(" ", "") == gl.replace(" ", "") and eq(pv, gv)
-        p_sides, g_sides = split_top(p, "="), split_top(g, "=")
-        if pl is not None and len(g_sides) == 1:
-            return eq(pv, g)
-        if gl is not None and len(p_sides) == 1:
-            return eq(p, gv)
-        if len(p_sides) > 1 and len(g_sides) == 1 and len(split_top(p)) == 1:
-            return self.computes_a_value(p_sides) and eq(p_sides[-1], g)
-        if len(g_sides) > 1 and len(p_sides) == 1 and len(split_top(g)) == 1:
-            return self.computes_a_value(g_sides) and eq(p, g_sides[-1])
+        equal = self.below(depth)
+        (label_p, value_p), (label_g, value_g) = _label(pred), _label(gold)
+        if label_p is not None and label_g is not None:
+            return label_p.replace(" ", "") == label_g.replace(" ", "") and equal(value_p, value_g)
+        sides_p, sides_g = split_top(pred, "="), split_top(gold, "=")
+        if label_p is not None and len(sides_g) == 1:
+            return equal(value_p, gold)
+        if label_g is not None and len(sides_p) == 1:
+            return equal(pred, value_g)
+        if len(sides_p) > 1 and len(sides_g) == 1 and len(split_top(pred)) == 1:
+            return self.computes_a_value(sides_p) and equal(sides_p[-1], gold)
+        if len(sides_g) > 1 and len(sides_p) == 1 and len(split_top(gold)) == 1:
+            return self.computes_a_value(sides_g) and equal(pred, sides_g[-1])
         return None
 
     def computes_a_value(self, sides):
@@ -692,39 +701,54 @@ class _Checker:
         approx = any("." in x for x in sides)
         return all(expressions_equal(values[0], v, approx, self.allow_simplify) for v in values[1:])
 
-    def structures_equal(self, kp, vp, kg, vg, depth):
-        eq = lambda a, b: self.equal(a, b, depth + 1)  # noqa: E731
+    # structures of one kind (reward.structure) compared part by part: the kind's comparer
+    def structures_equal(self, kind_p, items_p, kind_g, items_g, depth):
         unordered = ("set", "list", "pm")
-        if kp in unordered and kg in unordered:
-            vp, vg = _expand_pm(vp), _expand_pm(vg)                # "\{1, 2 \pm \sqrt{3}\}": three items
-            gold_keys = [x.replace(" ", "") for x in vg]
-            if len(set(gold_keys)) == len(gold_keys):            # the gold lists each answer once: so may we
-                vp = list({x.replace(" ", ""): x for x in vp}.values())
-            return _unordered_equal(vp, vg, eq)
-        if kp != kg:
+        if kind_p in unordered and kind_g in unordered:
+            return self.collections_equal(items_p, items_g, depth)
+        if kind_p != kind_g or kind_p not in ("seq", "union", "matrix", "eq"):
             return False
-        if kp == "seq":
-            (po, pc, pi), (go, gc, gi) = vp, vg
-            return po == go and pc == gc and len(pi) == len(gi) and all(map(eq, pi, gi))
-        if kp == "union":
-            return _unordered_equal(vp, vg, eq)
-        if kp == "matrix":
-            return (len(vp) == len(vg) and all(len(a) == len(b) for a, b in zip(vp, vg))
-                    and all(eq(x, y) for a, b in zip(vp, vg) for x, y in zip(a, b)))
-        if kp == "eq":
-            (pl, pr), (gl, gr) = vp, vg
-            if eq(pl, gl) and eq(pr, gr):
-                return True
-            try:   # the same equation rearranged: lhs - rhs equal up to sign
-                dp = parse_expression(pl) - parse_expression(pr)
-                dg = parse_expression(gl) - parse_expression(gr)
-            except Refused as e:
-                self.refused = str(e)
-                return False
-            return (expressions_equal(dp, dg, allow_simplify=self.allow_simplify)
-                    or expressions_equal(dp, -dg, allow_simplify=self.allow_simplify)
-                    or _proportional(dp, dg))
-        return False
+        compare = {"seq": self.sequences_equal, "union": self.unions_equal, "matrix": self.matrices_equal,
+                   "eq": self.equations_equal}[kind_p]
+        return compare(items_p, items_g, depth)
+
+    def collections_equal(self, items_p, items_g, depth):
+        """Sets, lists, a \\pm b: the same items in any order."""
+        items_p, items_g = _expand_pm(items_p), _expand_pm(items_g)     # "\{1, 2 \pm \sqrt{3}\}": 3 items
+        gold_keys = [x.replace(" ", "") for x in items_g]
+        if len(set(gold_keys)) == len(gold_keys):            # the gold lists each answer once: so may we
+            items_p = list({x.replace(" ", ""): x for x in items_p}.values())
+        return _unordered_equal(items_p, items_g, self.below(depth))
+
+    def sequences_equal(self, seq_p, seq_g, depth):
+        """Tuples and intervals: the same brackets, the same items in order."""
+        (open_p, close_p, items_p), (open_g, close_g, items_g) = seq_p, seq_g
+        return (open_p == open_g and close_p == close_g and len(items_p) == len(items_g)
+                and all(map(self.below(depth), items_p, items_g)))
+
+    def unions_equal(self, parts_p, parts_g, depth):
+        return _unordered_equal(parts_p, parts_g, self.below(depth))
+
+    def matrices_equal(self, rows_p, rows_g, depth):
+        equal = self.below(depth)
+        return (len(rows_p) == len(rows_g) and all(len(a) == len(b) for a, b in zip(rows_p, rows_g))
+                and all(equal(x, y) for a, b in zip(rows_p, rows_g) for x, y in zip(a, b)))
+
+    def equations_equal(self, eq_p, eq_g, depth):
+        """The same sides, or the same equation rearranged: lhs - rhs equal up to sign or a factor."""
+        (left_p, right_p), (left_g, right_g) = eq_p, eq_g
+        equal = self.below(depth)
+        if equal(left_p, left_g) and equal(right_p, right_g):
+            return True
+        try:
+            diff_p = parse_expression(left_p) - parse_expression(right_p)
+            diff_g = parse_expression(left_g) - parse_expression(right_g)
+        except Refused as e:
+            self.refused = str(e)
+            return False
+        return (expressions_equal(diff_p, diff_g, allow_simplify=self.allow_simplify)
+                or expressions_equal(diff_p, -diff_g, allow_simplify=self.allow_simplify)
+                or _proportional(diff_p, diff_g))
 
 
 def check(pred, gold, timeout=DEFAULT_TIMEOUT):
@@ -745,7 +769,7 @@ def check(pred, gold, timeout=DEFAULT_TIMEOUT):
         if ok:
             return True, "equal"
         return False, f"not equal (refused: {checker.refused})" if checker.refused else "not equal"
-    except _Timeout:
+    except TimedOut:
         return False, f"timed out after {timeout} s"
     except Refused as e:
         return False, f"refused: {e}"

@@ -18,17 +18,18 @@ they take (transformers passes a 4D mask through untouched), so no mask is rebui
 The log-prob of each sampled token is recorded as it is sampled, under softmax(logits / temperature):
 after temperature, before top-k / top-p truncation (temperature 0, greedy, records temperature 1).
 `sequence_logprobs` below computes the same quantity for the training step by one full-sequence
-forward. In fp32 the two agree to ~1e-6; in bf16 one-token decode kernels and a full-sequence forward
-round differently, so train.py takes pi_old, the GRPO ratio's denominator, from the training forward
-(the ratio is then exactly 1 on-policy) and logs the sampler's distance from it (sampler_gap).
+forward. In fp32 the two agree to ~1e-6; in bf16 they round differently, which is why pi_old comes
+from the training forward (update.py, "pi_ref and pi_old").
 
 Rows are laid out group by group: prompt 0's n samples, then prompt 1's, ... which is the layout
 grpo.group_advantages expects.
 
-The loop asks a decoder for each decode step (EagerDecoder: the model's forward). On a GPU the
-loop is bound by kernel launches, not by the card: the appendix kv_cache.py has a decoder with a
-fixed-shape KV cache and a compiled step that CUDA graphs replay (sample(..., compile=True),
-train.py --compile); same tokens for the same seed.
+How to sample is one value, `Sampling` (new tokens, temperature, top-p, top-k, rows decoded at once),
+which train.py, eval.py and suite.py pass whole. The loop asks a decoder for each decode step
+(EagerDecoder: the model's forward over kv_cache.py's cache). On a GPU the loop is bound by kernel
+launches, not by the card: the appendix compiled.py has a decoder with a fixed-shape KV cache and a
+compiled step that CUDA graphs replay (`decoder_for(model, compile=True)`, train.py --compile); same
+tokens for the same seed.
 """
 
 from dataclasses import dataclass
@@ -37,8 +38,18 @@ import torch
 import torch.utils.checkpoint
 
 from grpo import token_logprobs
-from kv_cache import additive_mask, cache_kwarg, compile_options, compiled_decoder, forward_params, new_cache
+from kv_cache import additive_mask, cache_kwarg, forward_params, new_cache
 from precision import compute_dtype, weights_in_compute_dtype
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How completions are drawn, one value from the command line to the loop."""
+    max_new_tokens: int = 64         # new tokens per completion at most
+    temperature: float = 1.0         # softmax(logits / temperature); 0: greedy
+    top_p: float = 1.0               # nucleus sampling; 1: off
+    top_k: int = 0                   # top-k sampling; 0: off
+    max_rows: int = None             # rows decoded together at most (memory); None: all at once
 
 
 @dataclass
@@ -120,7 +131,8 @@ def _prefill(model, cache, prompts, counts, max_new_tokens, pad_id):
 
 class EagerDecoder:
     """The decode steps of this loop: the model's own forward over a KV cache that grows in place
-    (kv_cache.PreallocatedLayer). kv_cache.CompiledDecoder has the same four methods."""
+    (kv_cache.PreallocatedLayer). compiled.CompiledDecoder has the same four methods."""
+    keeps_weights = False            # the bf16 weight copies are made per call (precision.py)
 
     def new_cache(self, model, new_tokens):
         """The cache to prefill the prompts into, with room for new_tokens more positions."""
@@ -146,8 +158,9 @@ class EagerDecoder:
         return out.logits[:, -1].float()
 
 
-def _draw(logits, temperature, top_p, top_k, generator):
+def _draw(logits, sampling, generator):
     """One token per row from logits (r, V), and its log-prob under softmax(logits / temperature)."""
+    temperature, top_p, top_k = sampling.temperature, sampling.top_p, sampling.top_k
     tau = temperature if temperature > 0 else 1.0
     z = logits if tau == 1.0 else logits / tau                                  # (r, V)
     if temperature > 0:
@@ -172,16 +185,17 @@ def _completion(tokens, eos_ids):
 
 
 @torch.inference_mode()
-def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_p, top_k, eos, pad_id,
-                       generator, check_every, decoder):
+def _sample_microbatch(model, prompts, counts, sampling, eos, pad_id, generator, check_every, decoder):
     """Sample counts[i] completions of prompts[i]; returns tokens, mask, logprobs, finished (rows grouped).
 
     Finished rows leave the batch: at every check (a host sync, every `check_every` steps), once a
     quarter of the rows being decoded have emitted EOS, the batch and its KV cache are compacted to the
     running rows, so the forward pass costs what the unfinished completions need, not what the longest
     one needs (GRPO's completions end at very different lengths). `live` maps each decoded row to its
-    row of the output. decoder: makes the cache and the decode steps (EagerDecoder above, or kv_cache.py's).
+    row of the output. decoder: makes the cache and the decode steps (EagerDecoder above, or one with its
+    four methods).
     """
+    max_new_tokens = sampling.max_new_tokens
     cache = decoder.new_cache(model, max_new_tokens)
     logits, mask, next_pos, L = _prefill(model, cache, prompts, counts, max_new_tokens, pad_id)
     mask = decoder.start(model, cache, mask, L)                                 # the decoder holds the cache
@@ -193,7 +207,7 @@ def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_
     live = torch.arange(b, device=device)           # (r,) output row of each row being decoded
     running = torch.ones(b, dtype=torch.bool, device=device)                    # (r,) not finished yet
     for step in range(max_new_tokens):
-        nxt, lp = _draw(logits, temperature, top_p, top_k, generator)          # (r,), (r,)
+        nxt, lp = _draw(logits, sampling, generator)                            # (r,), (r,)
         tokens[live, step] = torch.where(running, nxt, pad_id)                  # finished rows get padding
         logps[live, step] = torch.where(running, lp, 0.0)
         running = running & ~torch.isin(nxt, eos_ids)
@@ -215,24 +229,22 @@ def _sample_microbatch(model, prompts, counts, max_new_tokens, temperature, top_
     return tokens, completion, logps, finished
 
 
-def sample(model, prompts, n=1, max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, eos_token_id=None,
-           pad_token_id=0, generator=None, seed=None, max_batch_size=None, tokenizer=None, compile=False):
-    """Sample n completions for each prompt.
+def sample(model, prompts, n=1, sampling=Sampling(), eos_token_id=None, pad_token_id=0, generator=None,
+           seed=None, tokenizer=None, decoder=None):
+    """Sample n completions for each prompt, as `sampling` says.
 
     prompts: list of P token-id lists (any lengths); returns a Rollout of B = P * n rows, grouped by
     prompt. eos_token_id: an int or a list of ints. generator (or seed) makes sampling reproducible.
-    max_batch_size bounds the rows decoded together (memory): larger requests are split into
-    micro-batches transparently, each prefilling its prompts once.
-    compile: True decodes with the compiled decoder of kv_cache.py (CUDA graphs on CUDA; the
-    first calls compile, for a minute or more on a large model); a dict is passed to torch.compile
-    instead of compile_options(device), e.g. {"backend": "eager"} to check the path without compiling.
+    sampling.max_rows bounds the rows decoded together (memory): larger requests are split into
+    micro-batches transparently, each prefilling its prompts once. decoder: None for this file's eager
+    loop, or the compiled one (`decoder_for(model, compile=True)`, compiled.py).
     """
     device = next(model.parameters()).device
     if generator is None:
         generator = torch.Generator(device=device)
         generator.manual_seed(0 if seed is None else seed)
     eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
-    cap = max_batch_size or len(prompts) * n
+    cap = sampling.max_rows or len(prompts) * n
     # pack (prompt, copies) pieces into micro-batches of at most `cap` rows
     batches, current, used = [], [], 0
     for i in range(len(prompts)):
@@ -248,17 +260,15 @@ def sample(model, prompts, n=1, max_new_tokens=64, temperature=1.0, top_p=1.0, t
     if current:
         batches.append(current)
     check_every = 1 if device.type == "cpu" else 8   # the all-done check is a host sync on GPUs
-    compiled = compiled_decoder(model, compile if isinstance(compile, dict) else compile_options(device)) \
-        if compile else None
     parts = []
     was_training = model.training
     model.eval()
     try:      # under mixed precision the Linear layers read bf16 copies of their weights (precision.py)
-        with weights_in_compute_dtype(model, keep=bool(compile)):
+        with weights_in_compute_dtype(model, keep=getattr(decoder, "keeps_weights", False)):
             for batch in batches:
                 parts.append(_sample_microbatch(model, [prompts[i] for i, _ in batch], [c for _, c in batch],
-                                                max_new_tokens, temperature, top_p, top_k, eos, pad_token_id,
-                                                generator, check_every, compiled or EagerDecoder()))
+                                                sampling, eos, pad_token_id, generator, check_every,
+                                                decoder or EagerDecoder()))
     finally:
         model.train(was_training)
     rollout = cat_rollouts([Rollout(tok, m, lp, m.sum(1).long(), fin, []) for tok, m, lp, fin in parts],
@@ -288,8 +298,19 @@ def take_rows(rollout, rows):
                    rollout.finished[idx], [rollout.texts[i] for i in rows] if rollout.texts else [])
 
 
-def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=1.0, chunk_size=None,
-                      wrapped=False):
+def decoder_for(model, compile=False):
+    """The decoder sample() runs: None for the eager loop above, or with compile the compiled one of the
+    appendix compiled.py (imported only then; CUDA graphs on CUDA, the first calls compile for a minute
+    or more on a large model). compile may be a dict of torch.compile options instead of
+    compile_options(device), e.g. {"backend": "eager"} to check the path without compiling."""
+    if not compile:
+        return None
+    from compiled import compile_options, compiled_decoder
+    options = compile if isinstance(compile, dict) else compile_options(next(model.parameters()).device)
+    return compiled_decoder(model, options)
+
+
+def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=1.0, chunk_size=None):
     """log pi(token) of each completion token, recomputed by one forward pass (with gradient).
 
     prompt_ids, prompt_mask: (B, L) left-padded prompts (one row per completion)
@@ -302,8 +323,8 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=
     chunk_size=c: the output head runs on c positions at a time, lm_head -> log-softmax -> gathered
     log-prob under activation checkpointing, so at most (B, c, V) logits exist at any time, in the
     forward and in the backward (recomputed there chunk by chunk): ChunkedLogprobHead stands in for the
-    model's head for the one forward. wrapped=True (DDP or FSDP2, parallel.is_data_parallel) changes
-    nothing here: the forward goes through the wrapper, where the engine's hooks run, either way.
+    model's head for the one forward. Under DDP or FSDP2 the forward goes through the wrapper, where the
+    engine's hooks run.
     """
     T = tokens.shape[1]
     ids = torch.cat([prompt_ids, tokens], dim=1)                                # (B, L + T)

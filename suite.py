@@ -24,8 +24,10 @@ import sys
 import torch
 
 from data import DATA_DIR, DataError, build_prompts, load_problems
-from eval import add_arguments, check_arguments, evaluate, load_model, write_text
+from checkpoint import write_text
+from eval import add_arguments, check_arguments, evaluate, load_model
 from precision import autocast
+from rollout import Sampling, decoder_for
 
 PAPER_SUITE = {"MATH-500": "math500_test.jsonl", "AMC 2023": "amc23_test.jsonl",
                "Minerva": "minerva_math_test.jsonl", "AIME 2025": "aime25_test.jsonl",
@@ -64,17 +66,21 @@ def suite_files(suite, data_dir=None):
 
 
 def run_suite(model, tok, benchmarks, out_dir, protocol, template="auto", batch_size=64, seed=0,
-              model_name="", compile=False):
+              model_name="", decoder=None):
     """Evaluate every benchmark of `benchmarks` ({name: (file, load_problems' problems)}) with `protocol`
     (samples, temperature, top_p, top_k, max_new_tokens, answer_fallback); per benchmark, the per-problem
     results (JSONL) and a summary are written to out_dir, atomically, and a benchmark whose summary was
     written with the same settings (the model's path and fingerprint, template, seed, protocol, compile)
     is not evaluated again (the run resumes); one with other settings is evaluated again, with a line
-    naming what differs. Returns (summaries, table)."""
+    naming what differs. decoder: rollout.sample's (the compiled one with --compile). Returns
+    (summaries, table)."""
     os.makedirs(out_dir, exist_ok=True)
     k, summaries = protocol["samples"], {}
     settings = {"model": model_name, "fingerprint": model_fingerprint(model), "template": template,
-                "seed": seed, "protocol": protocol, "compile": bool(compile)}   # all that changes a number
+                "seed": seed, "protocol": protocol,                            # all that changes a number
+                "compile": decoder is not None}
+    sampling = Sampling(max_new_tokens=protocol["max_new_tokens"], temperature=protocol["temperature"],
+                        top_p=protocol["top_p"], top_k=protocol["top_k"], max_rows=batch_size)
     for name, (path, problems) in benchmarks.items():
         slug = name.lower().replace(" ", "_").replace("-", "")
         summary_path = os.path.join(out_dir, slug + ".summary.json")
@@ -90,11 +96,8 @@ def run_suite(model, tok, benchmarks, out_dir, protocol, template="auto", batch_
                   f"{', '.join(differ)}", file=sys.stderr)
         prompts = build_prompts(problems, tok, template)
         with autocast(next(model.parameters()).device):
-            res = evaluate(model, tok, prompts, samples=k, temperature=protocol["temperature"],
-                           top_p=protocol["top_p"], top_k=protocol["top_k"],
-                           max_new_tokens=protocol["max_new_tokens"], batch_size=batch_size, seed=seed,
-                           pass_ks=[1, k], desc=name, answer_fallback=protocol.get("answer_fallback", False),
-                           compile=compile)
+            res = evaluate(model, tok, prompts, sampling, samples=k, seed=seed, decoder=decoder, desc=name,
+                           answer_fallback=protocol.get("answer_fallback", False))
         write_text(os.path.join(out_dir, slug + ".jsonl"),
                    "".join(json.dumps(r) + "\n" for r in res["results"]))
         summaries[name] = {"file": path, "problems": len(problems), "protocol": protocol,
@@ -167,7 +170,7 @@ def main(argv=None):
     model, tok, _ = load_model(args)
     out = args.out or os.path.join(args.model if os.path.isdir(args.model) else ".", "eval_suite")
     summaries, table = run_suite(model, tok, benchmarks, out, protocol, args.template, args.batch_size,
-                                 args.seed, model_name=args.model, compile=args.compile)
+                                 args.seed, model_name=args.model, decoder=decoder_for(model, args.compile))
     print(table)
     print(f"results per benchmark, table.md and summary.json: {out}", file=sys.stderr)
     return summaries

@@ -18,6 +18,7 @@ import torch
 from checkpoint import save_dir_atomic
 from data import build_prompts, tiny_task_problems
 from eval import evaluate
+from rollout import Sampling
 from parallel import barrier, is_main
 
 TINY_VOCAB = ["<pad>", "<eos>", "<bos>", "<unk>"] + list("0123456789+=}") + ["\\boxed{"]
@@ -77,7 +78,8 @@ def warm_start(model, tok, problems, target, seed, device, log):
         opt.step()
         step += 1
         if step % 25 == 0:
-            acc = evaluate(model, tok, val, max_new_tokens=8, progress=False)["mean@1"]
+            greedy = Sampling(max_new_tokens=8, temperature=0.0, max_rows=64)
+            acc = evaluate(model, tok, val, greedy, progress=False)["mean@1"]
             model.train()
             if acc > target:
                 break

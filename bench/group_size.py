@@ -44,11 +44,12 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import train  # noqa: E402
+import update  # noqa: E402
 from config import Config  # noqa: E402
 from data import build_prompts, tiny_task_problems  # noqa: E402
 from eval import evaluate  # noqa: E402
 from tiny_model import builtin_model_dir  # noqa: E402
-from rollout import left_pad, sample  # noqa: E402
+from rollout import Sampling, sample  # noqa: E402
 from grpo import group_advantages  # noqa: E402
 from reward import rewards  # noqa: E402
 
@@ -98,8 +99,8 @@ def run_arm(name, G, loss, seed, args, model_dir, held_out, tok, lr_mult=None, e
     curve.append((summary["rollouts"], train_s, summary["held_out_after"]))
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(os.path.join(cfg.out_dir, "model")).eval()
-    res = evaluate(model, tok, held_out, samples=args.k, temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=8,
-                   batch_size=512, seed=seed, progress=False)
+    res = evaluate(model, tok, held_out, Sampling(max_new_tokens=8, temperature=0.7, top_p=0.8, top_k=20, max_rows=512),
+                   samples=args.k, seed=seed, progress=False)
     return {"arm": name, "G": G, "seed": seed, "steps": steps, "lr": cfg.lr, "prompts_per_step": P,
             "mean@k": res[f"mean@{args.k}"], "pass@k": res[f"pass@{args.k}"], "rollouts": summary["rollouts"],
             "train_s": train_s, "greedy_after": summary["held_out_after"],
@@ -108,38 +109,25 @@ def run_arm(name, G, loss, seed, args, model_dir, held_out, tok, lr_mult=None, e
             "response_len": statistics.mean(r["response_len"] for r in rows[-max(1, len(rows) // 10):])}
 
 
-class KeepGradient(torch.optim.SGD):
-    """SGD with lr 0 that keeps the flat gradient it stepped on (every parameter, zeros where none)."""
-
-    def __init__(self, params):
-        self.kept = list(params)
-        super().__init__(self.kept, lr=0.0)
-
-    def step(self, closure=None):
-        self.gradient = torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel())
-                                   for p in self.kept])
-        return super().step(closure)
-
-
 def gradient_estimates(model, tok, problems, G, n_estimates, seed0, budget=256):
     """n_estimates flattened GRPO gradients, each from budget rollouts (budget / G prompts x G)."""
     cfg = Config(group_size=G, micro_batch_size=budget, grad_clip=0.0, max_new_tokens=8, skip_ties=False)
-    opt = KeepGradient(model.parameters())                  # lr 0: it keeps the gradient it stepped on
     P = budget // G
     g = torch.Generator().manual_seed(seed0)
     out = []
     for i in range(n_estimates):
         idx = torch.randperm(len(problems), generator=g)[:P].tolist()
         probs = [problems[j] for j in idx]
-        ro = sample(model, [p["prompt_ids"] for p in probs], n=G, max_new_tokens=8, eos_token_id=tok.eos_token_id,
-                    pad_token_id=tok.pad_token_id, seed=seed0 * 100_000 + i, tokenizer=tok)
+        ro = sample(model, [p["prompt_ids"] for p in probs], n=G, sampling=Sampling(max_new_tokens=8),
+                    eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, seed=seed0 * 100_000 + i,
+                    tokenizer=tok)
         r = torch.tensor(rewards(ro.texts, [p["gold"] for p in probs for _ in range(G)]))
-        ids, mask, _ = left_pad([p["prompt_ids"] for p in probs], tok.pad_token_id)
-        rows = torch.arange(P).repeat_interleave(G)
-        batch = train.Batch(ids[rows], mask[rows], ro.tokens, ro.mask, ro.logprobs, group_advantages(r, G))
+        batch = update.make_batch(probs, ro, r, group_advantages(r, G), cfg, pad_token_id=tok.pad_token_id)
         model.train()
-        stats = train.policy_update(model, opt, batch, cfg)      # (it frees p.grad after the step)
-        out.append(opt.gradient if stats is not None else torch.zeros(sum(p.numel() for p in model.parameters())))
+        model.zero_grad(set_to_none=True)
+        update.accumulate_gradients(model, batch, cfg)           # the gradient, in p.grad (no step)
+        out.append(torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel())
+                              for p in model.parameters()]))
     model.eval()
     return torch.stack(out)
 

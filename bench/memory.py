@@ -140,9 +140,9 @@ if a["phase"] == "optimizer step":
     opt.step()
 else:
     k = G if a["phase"] == "sampling" else 1
-    rollout.sample(model, prompts[:2], n=k, max_new_tokens=4, seed=0, eos_token_id=[])     # warm-up
+    rollout.sample(model, prompts[:2], n=k, sampling=rollout.Sampling(4), seed=0, eos_token_id=[])     # warm-up
     base = reset()
-    rollout.sample(model, prompts[:R // k], n=k, max_new_tokens=T, seed=0, eos_token_id=[], max_batch_size=R)
+    rollout.sample(model, prompts[:R // k], n=k, sampling=rollout.Sampling(T, max_rows=R), seed=0, eos_token_id=[])
 print(json.dumps({{"mb": (status("VmHWM") - base) / 2**20}}))
 """
 

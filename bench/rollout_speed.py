@@ -17,7 +17,8 @@ Models, random weights built from configs (no download):
 Runs alternate (generate, ours, generate, ours, ...) so drift on a shared machine hits both alike;
 prints the median tokens/s of each and the median of the per-pair speed ratios (ours / generate).
 --static adds generate with a static cache (compiled by transformers on CUDA), --compiled adds
-rollout.sample(compile=True) (the compiled decode path; its compilation happens in the untimed warm-up).
+rollout.sample with rollout.decoder_for(model, compile=True) (the compiled decode path, compiled.py;
+its compilation happens in the untimed warm-up).
 """
 
 import argparse
@@ -31,7 +32,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from rollout import left_pad, sample  # noqa: E402
+from rollout import Sampling, decoder_for, left_pad, sample  # noqa: E402
 from tiny_model import tiny_model_config  # noqa: E402
 
 def tiny():
@@ -78,9 +79,9 @@ def main():
     ap.add_argument("--static", action="store_true", help="also generate with a static cache (cache_implementation="
                                                            "'static'; transformers compiles its decoding step itself "
                                                            "where it supports that, as on CUDA): its fastest own path")
-    ap.add_argument("--compiled", action="store_true", help="also rollout.sample(compile=True)")
+    ap.add_argument("--compiled", action="store_true", help="also the compiled decoder (compiled.py)")
     ap.add_argument("--compile-backend", default="", help="torch.compile backend for --compiled; default: "
-                                                          "rollout.compile_options (eager: trace only, a dry run)")
+                                                          "compiled.compile_options (eager: trace only, a dry run)")
     ap.add_argument("--json", default="", help="also write the rows to this JSON file")
     args = ap.parse_args()
     rows = []
@@ -120,7 +121,7 @@ def main():
                     produced[key] = int((ended.long().cumsum(1) - ended.long() == 0).sum())
 
                 def rollout(key, **extra):
-                    ro = sample(model, prompts, n=1, max_new_tokens=args.new_tokens, temperature=1.0,
+                    ro = sample(model, prompts, n=1, sampling=Sampling(max_new_tokens=args.new_tokens, temperature=1.0),
                                 eos_token_id=eos, seed=0, **extra)
                     produced[key] = int(ro.lengths.sum())
 
@@ -134,7 +135,8 @@ def main():
                     rollout("ours")
 
                 def compiled():
-                    rollout("compiled", compile={"backend": args.compile_backend} if args.compile_backend else True)
+                    rollout("compiled", decoder=decoder_for(model, {"backend": args.compile_backend}
+                                                             if args.compile_backend else True))
 
                 hf(), ours()  # warm-up (allocator, kernels)
                 if args.static:

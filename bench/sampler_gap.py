@@ -66,7 +66,7 @@ def kv_bytes_per_token(model, prompt, device, dtype):
     kv_cache.PreallocatedLayer.update = spy
     try:
         with autocast(device, dtype):
-            rollout.sample(model, [prompt], n=1, max_new_tokens=1, seed=0)
+            rollout.sample(model, [prompt], n=1, sampling=rollout.Sampling(max_new_tokens=1), seed=0)
     finally:
         kv_cache.PreallocatedLayer.update = real
     return sum(layer.k_store[0, :, 0].nbytes + layer.v_store[0, :, 0].nbytes for layer in layers), sum(reached)
@@ -78,7 +78,7 @@ def measure(model, device, dtype, rows, new_tokens, prompt_len=16):
     g = torch.Generator().manual_seed(1)
     prompts = [torch.randint(2, V, (prompt_len,), generator=g).tolist() for _ in range(max(1, rows // 2))]
     with autocast(device, dtype):
-        ro = rollout.sample(model, prompts, n=2, max_new_tokens=new_tokens, seed=0, eos_token_id=[])
+        ro = rollout.sample(model, prompts, n=2, sampling=rollout.Sampling(max_new_tokens=new_tokens), seed=0, eos_token_id=[])
         ids, pmask, _ = rollout.left_pad(prompts, 0, device)
         idx = torch.arange(len(prompts), device=device).repeat_interleave(2)
         with torch.no_grad():

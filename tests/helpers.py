@@ -6,10 +6,11 @@ import json
 import torch
 from transformers import Qwen2ForCausalLM
 
-from grpo import group_advantages, preference_pairs
-from rollout import left_pad, sample
+from config import Config
+from grpo import group_advantages
+from rollout import Sampling, sample, take_rows
 from tiny_model import tiny_model_config
-from train import Batch
+from update import make_batch
 
 
 def small_run_args(tmp_path, tiny_model_dir, **over):
@@ -24,20 +25,30 @@ def small_run_args(tmp_path, tiny_model_dir, **over):
     return argv
 
 
-def fixed_batch(tok, seed=0, rewards=(1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0)):
-    """A random tiny model and a hand-made rollout Batch: 4 prompts x G=2; the default rewards give 3
-    informative pairs and one tie (prompt 1)."""
+def fixed_batch(tok, seed=0, rewards=(1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0), loss="grpo", rank=None):
+    """A random tiny model and the Batch of hand-scored rollouts (train.make_batch): 4 prompts x G=2; the
+    default rewards give 3 informative pairs and one tie (prompt 1). A reference is made up: pi_ref =
+    the sampler's log-probs - 0.1, DPO's reference sequence log-probs + 0.2. rank 0 / 1: that rank's
+    half of the rollouts under torchrun (prompts 0-1 / 2-3, whole groups)."""
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(tiny_model_config())
-    prompts = [tok(p)["input_ids"] for p in ["1+2=", "33+4=", "5+60=", "7+8="]]
-    ro = sample(model, prompts, n=2, max_new_tokens=8, eos_token_id=1, seed=seed)
-    ids, mask, _ = left_pad(prompts, 0)
-    rows = torch.arange(4).repeat_interleave(2)
+    problems = [{"prompt_ids": tok(p)["input_ids"]} for p in ["1+2=", "33+4=", "5+60=", "7+8="]]
+    ro = sample(model, [p["prompt_ids"] for p in problems], n=2, sampling=Sampling(max_new_tokens=8),
+                eos_token_id=1, seed=seed)
     r = torch.tensor(rewards)
-    chosen, rejected = preference_pairs(r)
-    return model, Batch(ids[rows], mask[rows], ro.tokens, ro.mask, ro.logprobs, group_advantages(r, 2),
-                        ref_logp=ro.logprobs - 0.1, chosen=chosen, rejected=rejected,
-                        ref_seq=(ro.logprobs * ro.mask).sum(1) + 0.2)
+    if rank is not None:
+        problems, ro, r = problems[2 * rank:2 * rank + 2], take_rows(ro, list(range(4 * rank, 4 * rank + 4))), \
+            r[4 * rank:4 * rank + 4]
+    batch = make_batch(problems, ro, r, group_advantages(r, 2), Config(loss=loss), pad_token_id=0)
+    batch.ref_logp = batch.sampler_logp - 0.1
+    batch.ref_seq = (batch.sampler_logp * batch.mask).sum(1) + 0.2
+    return model, batch
+
+
+def flat_gradient(model):
+    """Every parameter's gradient, flattened into one vector (zeros where a parameter has none)."""
+    return torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel())
+                      for p in model.parameters()])
 
 
 def write_jsonl(path, lines):
@@ -89,15 +100,3 @@ def table_cases(table):
     rows of an answer-checker case table as pytest parameters."""
     return [(cat, p, g, want) for cat, rows in table.items() for p, g, want in rows]
 
-
-class KeepGradient(torch.optim.SGD):
-    """SGD with lr 0 that keeps the flat gradient it stepped on (train.policy_update frees p.grad after
-    its step, so a test reads the gradient here)."""
-
-    def __init__(self, params):
-        self.kept = list(params)
-        super().__init__(self.kept, lr=0.0)
-
-    def step(self, closure=None):
-        self.gradient = torch.cat([p.grad.reshape(-1) for p in self.kept if p.grad is not None])
-        return super().step(closure)

@@ -1,5 +1,5 @@
-"""bench/group_size.py's gradient estimates: train.policy_update frees p.grad after its step, so the
-benchmark reads each estimate from the optimizer that stepped on it; the estimates are real gradients."""
+"""bench/group_size.py's gradient estimates are real gradients: update.accumulate_gradients leaves the
+batch's gradient in p.grad (the optimizer step is the caller's), and the benchmark reads it there."""
 
 import importlib.util
 import os

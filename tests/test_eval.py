@@ -8,9 +8,9 @@ import torch
 from helpers import tiny_chat_model
 
 import eval as evaluation
-from eval import evaluate, pass_at_k
+from eval import evaluate, pass_at, pass_at_k
 from data import build_prompts
-from rollout import Rollout
+from rollout import Rollout, Sampling
 from tiny_model import build_tiny_tokenizer
 
 
@@ -45,9 +45,8 @@ def problems():
 def test_a_model_that_always_answers_right_scores_100(monkeypatch):
     tok, probs = problems()
     monkeypatch.setattr(evaluation, "sample", fake_sampler(lambda i, j: "\\boxed{%d}" % (i + 1)))
-    res = evaluate(torch.nn.Linear(1, 1), tok, probs, samples=4, temperature=1.0, batch_size=8, progress=False,
-                   pass_ks=[1, 4])
-    assert res["mean@4"] == 1.0 and res["pass@1"] == 1.0 and res["pass@4"] == 1.0
+    res = evaluate(torch.nn.Linear(1, 1), tok, probs, Sampling(temperature=1.0, max_rows=8), samples=4, progress=False)
+    assert res["mean@4"] == 1.0 and pass_at(res["results"], 1) == 1.0 and res["pass@4"] == 1.0
     assert all(r["correct"] == [True] * 4 for r in res["results"])
 
 
@@ -55,11 +54,10 @@ def test_half_right_scores_by_hand(monkeypatch):
     tok, probs = problems()
     # problem i: samples 0 and 1 right, 2 and 3 wrong -> c = 2 of 4 for every problem
     monkeypatch.setattr(evaluation, "sample", fake_sampler(lambda i, j: "\\boxed{%d}" % (i + 1 + (j >= 2))))
-    res = evaluate(torch.nn.Linear(1, 1), tok, probs, samples=4, temperature=1.0, batch_size=8, progress=False,
-                   pass_ks=[1, 2, 4])
+    res = evaluate(torch.nn.Linear(1, 1), tok, probs, Sampling(temperature=1.0, max_rows=8), samples=4, progress=False)
     assert res["mean@4"] == pytest.approx(0.5)
-    assert res["pass@1"] == pytest.approx(0.5)
-    assert res["pass@2"] == pytest.approx(1 - 1 / 6)                  # 1 - C(2,2)/C(4,2)
+    assert pass_at(res["results"], 1) == pytest.approx(0.5)
+    assert pass_at(res["results"], 2) == pytest.approx(1 - 1 / 6)     # 1 - C(2,2)/C(4,2)
     assert res["pass@4"] == pytest.approx(1.0)
     assert res["results"][0]["answers"] == ["1", "1", "2", "2"]
 
@@ -75,7 +73,7 @@ def test_completions_stop_at_every_end_token_of_the_model(monkeypatch):
     seen = []
     fake = fake_sampler(lambda i, j: "\\boxed{1}")
     monkeypatch.setattr(evaluation, "sample", lambda m, p, **kw: seen.append(kw["eos_token_id"]) or fake(m, p, **kw))
-    evaluate(model, tok, probs, progress=False)
+    evaluate(model, tok, probs, Sampling(temperature=0.0), progress=False)
     assert seen and all(eos == sorted({tok.eos_token_id, 7}) for eos in seen)
 
 
@@ -95,9 +93,9 @@ def test_eval_command_line_end_to_end(tiny_model_dir, tmp_path, capsys):
 def test_eval_compile_gives_the_same_completions(tiny_model_dir, tmp_path, monkeypatch):
     """--compile samples through rollout.py's compiled path: the same completions and scores (traced by
     torch.compile without code generation here, for speed; tests/test_rollout.py compiles for real)."""
-    import rollout
+    import compiled
     calls = []
-    monkeypatch.setattr(rollout, "compile_options", lambda device: calls.append(device) or {"backend": "eager"})
+    monkeypatch.setattr(compiled, "compile_options", lambda device: calls.append(device) or {"backend": "eager"})
     argv = ["--model", tiny_model_dir, "--samples", "2", "--temperature", "1.0", "--limit", "12", "--batch-size", "8"]
     plain = evaluation.main(argv + ["--out", str(tmp_path / "plain.jsonl")])
     compiled = evaluation.main(argv + ["--out", str(tmp_path / "compiled.jsonl"), "--compile"])
@@ -135,11 +133,11 @@ def test_new_tokens_are_cut_to_fit_the_models_positions(tmp_path, capsys, monkey
     problems = build_prompts([{"problem": "1+1?", "gold": "2"}, {"problem": "12+34?", "gold": "46"}], tok, "raw")
     asked = []
     real = evaluation.sample
-    monkeypatch.setattr(evaluation, "sample", lambda *a, **k: asked.append(k["max_new_tokens"]) or real(*a, **k))
-    res = evaluation.evaluate(model, tok, problems, max_new_tokens=100, progress=False)
+    monkeypatch.setattr(evaluation, "sample", lambda *a, **k: asked.append(k["sampling"].max_new_tokens) or real(*a, **k))
+    res = evaluation.evaluate(model, tok, problems, Sampling(max_new_tokens=100, temperature=0.0, max_rows=64), progress=False)
     assert asked == [40 - 6] and len(res["results"]) == 2                  # the longest prompt: 6 tokens
     assert "100 new tokens cut to 34" in capsys.readouterr().err
-    evaluation.evaluate(model, tok, problems, max_new_tokens=30, progress=False)     # fits: not cut
+    evaluation.evaluate(model, tok, problems, Sampling(max_new_tokens=30, temperature=0.0, max_rows=64), progress=False)     # fits: not cut
     assert asked[-1] == 30 and "cut" not in capsys.readouterr().err
 
 

@@ -1,84 +1,38 @@
-"""kv_cache.py: the compiled decoder gives the eager loop's tokens and log-probs, decodes in buckets over a cache it keeps,
-and attends over grouped-query keys without copying them."""
-
-import shutil
+"""kv_cache.py: the eager loop's cache is allocated once and written in place, keeps the rows it is told
+to, stores keys and values in the compute dtype, and refuses to overflow; the additive mask by hand."""
 
 import pytest
 import torch
-from test_rollout import EOS, PROMPTS, make, reference_logprobs
 
-from rollout import sample
-
-# The compiled decoder (sample(..., compile=True)): the same tokens and log-probs as the eager loop.
-# {"backend": "eager"} runs it through torch.compile's tracer without generating code (seconds); the
-# default backend generates C++ on the CPU (about a minute) and needs a C compiler.
-HAS_CC = bool(shutil.which("cc") or shutil.which("gcc"))
-COMPILERS = [pytest.param({"backend": "eager"}, id="traced"),
-             pytest.param(True, id="inductor", marks=pytest.mark.skipif(not HAS_CC, reason="no C compiler: "
-                          "torch.compile's default backend builds C++ on the CPU"))]
-SETTINGS = [dict(), dict(top_p=0.8), dict(temperature=0.0), dict(temperature=0.7, top_k=5), dict(max_batch_size=5)]
+from kv_cache import PreallocatedLayer, additive_mask
 
 
-@pytest.mark.parametrize("options", COMPILERS)
-def test_compiled_path_gives_the_eager_tokens_and_logprobs(options):
-    model = make("qwen2")
-    for kwargs in SETTINGS:
-        eager = sample(model, PROMPTS, n=4, max_new_tokens=24, eos_token_id=EOS, seed=3, **kwargs)
-        compiled = sample(model, PROMPTS, n=4, max_new_tokens=24, eos_token_id=EOS, seed=3, compile=options, **kwargs)
-        assert torch.equal(compiled.tokens, eager.tokens) and torch.equal(compiled.mask, eager.mask)
-        assert torch.equal(compiled.finished, eager.finished)
-        assert torch.allclose(compiled.logprobs, eager.logprobs, atol=1e-5)
-    assert eager.finished.any() and not eager.finished.all()
-    for i in range(len(PROMPTS) * 4):                               # and a fresh forward pass's log-probs
-        n = int(compiled.lengths[i])
-        want = reference_logprobs(model, PROMPTS[i // 4], compiled.tokens[i, :n].tolist())
-        assert torch.allclose(compiled.logprobs[i, :n], want, atol=1e-5)
+def test_a_layer_is_allocated_once_and_written_in_place():
+    layer = PreallocatedLayer(new_tokens=2)
+    k, v = torch.randn(3, 2, 4, 8), torch.randn(3, 2, 4, 8)              # 3 rows, 2 heads, a 4-token prompt
+    keys, values = layer.update(k, v)
+    store = layer.k_store
+    assert store.shape == (3, 2, 6, 8) and torch.equal(keys, k) and torch.equal(values, v)
+    step_k, step_v = torch.randn(3, 2, 1, 8), torch.randn(3, 2, 1, 8)
+    keys, _ = layer.update(step_k, step_v)
+    assert layer.k_store is store and keys.shape == (3, 2, 5, 8)         # no new allocation, one more position
+    assert torch.equal(keys[:, :, 4:], step_k) and keys.data_ptr() == store.data_ptr()   # a view of the store
+    layer.update(step_k, step_v)
+    with pytest.raises(RuntimeError, match="KV cache full"):
+        layer.update(step_k, step_v)                                     # 4 + 2 positions, no more
 
 
-@pytest.mark.parametrize("arch,attn", [("llama", "sdpa"), ("qwen2", "eager")])
-def test_compiled_path_other_architectures_and_attention(arch, attn):
-    model = make(arch, attn=attn)
-    eager = sample(model, PROMPTS, n=4, max_new_tokens=24, eos_token_id=EOS, seed=3)
-    compiled = sample(model, PROMPTS, n=4, max_new_tokens=24, eos_token_id=EOS, seed=3, compile={"backend": "eager"})
-    assert torch.equal(compiled.tokens, eager.tokens)
-    assert torch.allclose(compiled.logprobs, eager.logprobs, atol=1e-5)
+def test_rows_are_kept_or_repeated_and_stored_in_the_compute_dtype():
+    layer = PreallocatedLayer(new_tokens=3, dtype=torch.bfloat16)
+    k = torch.arange(2 * 1 * 2 * 1, dtype=torch.float32).reshape(2, 1, 2, 1)   # rows 0 and 1
+    layer.update(k, k)
+    assert layer.k_store.dtype == torch.bfloat16
+    layer.batch_select_indices(torch.tensor([1, 1, 0]))                 # prompt rows -> sample rows
+    assert layer.keys.shape == (3, 1, 2, 1) and layer.k_store.shape == (3, 1, 5, 1)
+    assert layer.keys[:, 0, :, 0].tolist() == [[2.0, 3.0], [2.0, 3.0], [0.0, 1.0]]
 
 
-def test_compiled_path_decodes_in_buckets_and_reuses_its_cache():
-    """16 rows: decoded as 16, then compacted to the next bucket up (8 or 16, the power of two >= the
-    rows left, at least 8); the fixed cache is allocated once and kept by later calls that fit."""
-    from kv_cache import _DECODERS
-    model = make("qwen2")
-    sample(model, PROMPTS, n=4, max_new_tokens=24, eos_token_id=EOS, seed=3, compile={"backend": "eager"})
-    decoder = _DECODERS[model]
-    k_store = decoder.cache.layers[0].k_store
-    assert k_store.shape[0] == 16 and k_store.shape[2] == 256      # 7 prompt + 24 new positions, rounded up
-    sizes, step = [], decoder.step
-    decoder.step = lambda model, cache, kw, ids, pos, mask: sizes.append(ids.shape[0]) or step(model, cache, kw, ids, pos,
-                                                                                     mask)
-    ro = sample(model, PROMPTS, n=4, max_new_tokens=24, eos_token_id=EOS, seed=4, compile={"backend": "eager"})
-    assert sizes[0] == 16 and set(sizes) == {16, 8} and sizes == sorted(sizes, reverse=True)
-    assert int((~ro.finished).sum()) <= 8                           # the rows still running at the end fit 8
-    assert decoder.cache.layers[0].k_store is k_store               # no new allocation
-    sample(model, PROMPTS, n=1, max_new_tokens=24, eos_token_id=EOS, seed=4, compile={"backend": "eager"})
-    assert decoder.cache.layers[0].k_store is k_store               # 4 rows fit in it too
-
-
-def test_decode_attention_equals_attention_over_repeated_keys():
-    """6 query heads over 2 key/value heads (groups of 3), one query position, a padding mask: the
-    grouped layout gives what SDPA gives over keys and values repeated per head (without the copy)."""
-    from types import SimpleNamespace
-
-    from kv_cache import additive_mask, decode_attention
-    torch.manual_seed(0)
-    q, k, v = torch.randn(2, 6, 1, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
-    mask = additive_mask(torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 0, 0]]), torch.float32)   # (2, 1, 1, 5)
-    out, _ = decode_attention(SimpleNamespace(), q, k, v, mask, scaling=0.5)
-    want = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1),
-                                                            attn_mask=mask, scale=0.5)       # head h reads kv h // 3
-    assert out.shape == (2, 1, 6, 8)                                # (b, q, heads, d), as transformers returns
-    assert torch.allclose(out, want.transpose(1, 2), atol=1e-6)
-    # a masked key has no weight: changing it changes nothing
-    k2 = k.clone()
-    k2[0, :, 0] = 100.0
-    assert torch.allclose(decode_attention(SimpleNamespace(), q, k2, v, mask, scaling=0.5)[0], out, atol=1e-6)
+def test_additive_mask_by_hand():
+    mask = additive_mask(torch.tensor([[0, 1, 1]]), torch.float32)
+    lowest = torch.finfo(torch.float32).min
+    assert mask.shape == (1, 1, 1, 3) and mask[0, 0, 0].tolist() == [lowest, 0.0, 0.0]

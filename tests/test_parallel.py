@@ -14,9 +14,15 @@ import train
 from config import Config
 from data import build_prompts, tiny_task_problems
 from tiny_model import build_tiny_tokenizer
-from train import Batch, policy_update
+from rollout import Sampling
+from update import accumulate_gradients, optimizer_step
 
-GRPO_KEYS = ("prompt_ids", "prompt_mask", "tokens", "mask", "sampler_logp", "advantages", "ref_logp")
+
+def update(model, optimizer, batch, cfg):
+    """One update: the batch's gradient accumulated, then the optimizer's step. Returns the statistics."""
+    stats = accumulate_gradients(model, batch, cfg)
+    optimizer_step(model, optimizer, cfg)
+    return stats
 
 
 def _data_parallel_worker(rank, world, init_file, out_dir, engine, cfg_kwargs):
@@ -27,9 +33,7 @@ def _data_parallel_worker(rank, world, init_file, out_dir, engine, cfg_kwargs):
     # a timeout turns a stuck collective into an error (the test fails) instead of a hang
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=120))
-    model, batch = fixed_batch(build_tiny_tokenizer())
-    rows = slice(4 * rank, 4 * rank + 4)              # rank r holds prompts 2r and 2r+1: whole groups
-    local = Batch(*(getattr(batch, k)[rows] for k in GRPO_KEYS))
+    model, local = fixed_batch(build_tiny_tokenizer(), rank=rank)   # prompts 2r and 2r+1: whole groups
     wrapped = DDP(model) if engine == "ddp" else parallel.shard_model(model, torch.bfloat16 if engine == "fsdp-bf16"
                                                                    else None)
     if engine != "ddp":                                # each rank holds half of every weight
@@ -39,7 +43,7 @@ def _data_parallel_worker(rank, world, init_file, out_dir, engine, cfg_kwargs):
     opt = torch.optim.SGD(wrapped.parameters(), lr=0.5)
     computed_in = []                                   # dtype of the gathered weights a layer computes with
     model.model.layers[0].mlp.register_forward_pre_hook(lambda m, a: computed_in.append(m.up_proj.weight.dtype))
-    policy_update(wrapped, opt, local, Config(**cfg_kwargs))
+    update(wrapped, opt, local, Config(**cfg_kwargs))
     assert set(computed_in) == {torch.bfloat16 if engine == "fsdp-bf16" else torch.float32}
     weights, _ = parallel.full_state_dicts(wrapped, None)     # FSDP: gathered from both ranks' shards
     if rank == 0 or engine == "ddp":
@@ -64,7 +68,7 @@ def test_data_parallel_step_equals_one_process_on_the_union_of_the_batches(tmp_p
     model, batch = fixed_batch(build_tiny_tokenizer())
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     # the ranks skip their tied rows (--skip-ties, the default); one process here runs every row: the same step
-    policy_update(model, opt, Batch(*(getattr(batch, k) for k in GRPO_KEYS)), Config(**cfg_kwargs, skip_ties=False))
+    update(model, opt, batch, Config(**cfg_kwargs, skip_ties=False))
     r0 = torch.load(tmp_path / "rank0.pt")
     r1 = torch.load(tmp_path / "rank1.pt") if engine == "ddp" else r0     # FSDP: one gathered copy
     moved = 0.0
@@ -86,15 +90,6 @@ def test_data_parallel_step_equals_one_process_on_the_union_of_the_batches(tmp_p
 TIED_ON_RANK_1 = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0)       # rank 1 holds prompts 2 and 3: both tie
 
 
-def _local_batch(batch, rewards, rank):
-    """Rank `rank`'s half of a fixed_batch (prompts 2r and 2r+1), its DPO pairs numbered locally."""
-    from grpo import preference_pairs
-    rows = slice(4 * rank, 4 * rank + 4)
-    local = Batch(*(getattr(batch, k)[rows] for k in GRPO_KEYS), ref_seq=batch.ref_seq[rows])
-    local.chosen, local.rejected = preference_pairs(torch.tensor(rewards[4 * rank:4 * rank + 4]))
-    return local
-
-
 def _all_ties_worker(rank, world, init_file, out_dir, loss):
     import torch.distributed as dist
     from datetime import timedelta
@@ -102,11 +97,10 @@ def _all_ties_worker(rank, world, init_file, out_dir, loss):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=60))          # a rank left waiting fails, not hangs
-    model, batch = fixed_batch(build_tiny_tokenizer(), rewards=TIED_ON_RANK_1)
+    model, local = fixed_batch(build_tiny_tokenizer(), rewards=TIED_ON_RANK_1, loss=loss, rank=rank)
     wrapped = DDP(model)
     opt = torch.optim.SGD(wrapped.parameters(), lr=0.5)
-    stats = policy_update(wrapped, opt, _local_batch(batch, TIED_ON_RANK_1, rank),
-                          Config(loss=loss, micro_batch_size=2, grad_clip=0.0, max_new_tokens=8))
+    stats = update(wrapped, opt, local, Config(loss=loss, micro_batch_size=2, grad_clip=0.0, max_new_tokens=8))
     assert stats is not None                    # rank 1 has nothing to learn, but steps with the others
     torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
     dist.barrier()
@@ -120,9 +114,9 @@ def test_a_rank_whose_pairs_all_tie_pads_with_zero_weight_passes(tmp_path, loss)
     import torch.multiprocessing as mp
     mp.start_processes(_all_ties_worker, args=(2, str(tmp_path / "init"), str(tmp_path), loss), nprocs=2,
                        start_method="spawn")
-    model, batch = fixed_batch(build_tiny_tokenizer(), rewards=TIED_ON_RANK_1)
+    model, batch = fixed_batch(build_tiny_tokenizer(), rewards=TIED_ON_RANK_1, loss=loss)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    policy_update(model, opt, batch, Config(loss=loss, micro_batch_size=2, grad_clip=0.0, max_new_tokens=8))
+    update(model, opt, batch, Config(loss=loss, micro_batch_size=2, grad_clip=0.0, max_new_tokens=8))
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     start, _ = fixed_batch(build_tiny_tokenizer(), rewards=TIED_ON_RANK_1)
     moved = 0.0
@@ -160,8 +154,7 @@ def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir, engine):
     held_out = build_prompts(tiny_task_problems()["test"][:16], tok, "auto", builtin=True)
 
     def alone(model):          # one process's greedy accuracy of a model on the 16 problems
-        return evaluate(AutoModelForCausalLM.from_pretrained(model), tok, held_out, max_new_tokens=12,
-                        progress=False)["mean@1"]
+        return evaluate(AutoModelForCausalLM.from_pretrained(model), tok, held_out, Sampling(max_new_tokens=12, temperature=0.0, max_rows=64), progress=False)["mean@1"]
     assert summary["held_out_before"] == pytest.approx(alone(tiny_model_dir))
     assert summary["held_out_after"] == pytest.approx(alone(out / "model"))      # the saved final model
     if engine == "fsdp":

@@ -72,7 +72,7 @@ def test_parts_by_hand_on_a_tiny_config():
 
 
 def test_compile_keeps_a_fixed_kv_cache_through_training():
-    """--compile: the KV cache is rounded up to 256 positions and stays allocated (kv_cache.CompiledDecoder
+    """--compile: the KV cache is rounded up to 256 positions and stays allocated (compiled.CompiledDecoder
     reuses it), so it is kept through the run; on CUDA the CUDA graphs' pool of decode-step logits too."""
     config = Qwen2Config(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)

@@ -10,10 +10,12 @@ import torch
 from helpers import small_run_args
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+import compiled
 import kv_cache
 import precision
 import rollout
 import train
+import update
 from config import parse_args
 
 def small_qwen(tie=True):
@@ -88,7 +90,7 @@ def test_dtype_mixed_kv_cache_holds_keys_and_values_in_bf16(compile, monkeypatch
     def spy(model, *args):
         out = real(model, *args)
         decoder = args[-1]
-        layers = decoder.cache.layers if isinstance(decoder, kv_cache.CompiledDecoder) else None
+        layers = decoder.cache.layers if isinstance(decoder, compiled.CompiledDecoder) else None
         stored.extend((lay.k_store.dtype, lay.v_store.dtype) for lay in layers or [])
         return out
     monkeypatch.setattr(rollout, "_sample_microbatch", spy)
@@ -101,10 +103,10 @@ def test_dtype_mixed_kv_cache_holds_keys_and_values_in_bf16(compile, monkeypatch
     monkeypatch.setattr(kv_cache.PreallocatedLayer, "update", kv_spy)
     model = small_qwen()
     with bf16_autocast():
-        rollout.sample(model, PROMPTS, n=2, max_new_tokens=6, seed=0, compile=compile)
+        rollout.sample(model, PROMPTS, n=2, sampling=rollout.Sampling(max_new_tokens=6), seed=0, decoder=rollout.decoder_for(model, compile))
     assert stored and set(stored) == {(torch.bfloat16, torch.bfloat16)}
     stored.clear()
-    rollout.sample(model, PROMPTS, n=2, max_new_tokens=6, seed=0)                    # fp32: fp32
+    rollout.sample(model, PROMPTS, n=2, sampling=rollout.Sampling(max_new_tokens=6), seed=0)                    # fp32: fp32
     assert set(stored) == {(torch.float32, torch.float32)}
 
 
@@ -116,7 +118,7 @@ def test_dtype_mixed_sampling_reads_bf16_weights_with_the_same_result_as_autocas
     seen = []
     model.model.layers[0].mlp.up_proj.register_forward_pre_hook(lambda m, a: seen.append(m.weight.dtype))
     with bf16_autocast():
-        ours = rollout.sample(model, PROMPTS, n=3, max_new_tokens=12, seed=1)
+        ours = rollout.sample(model, PROMPTS, n=3, sampling=rollout.Sampling(max_new_tokens=12), seed=1)
     assert set(seen) == {torch.bfloat16}
     assert model.lm_head.weight is model.model.embed_tokens.weight and model.lm_head.weight.dtype == torch.float32
     seen.clear()
@@ -124,7 +126,7 @@ def test_dtype_mixed_sampling_reads_bf16_weights_with_the_same_result_as_autocas
     try:                                                    # autocast casting the fp32 weights at every step
         rollout.weights_in_compute_dtype = lambda model, keep=False: __import__("contextlib").nullcontext()
         with bf16_autocast():
-            cast = rollout.sample(model, PROMPTS, n=3, max_new_tokens=12, seed=1)
+            cast = rollout.sample(model, PROMPTS, n=3, sampling=rollout.Sampling(max_new_tokens=12), seed=1)
     finally:
         rollout.weights_in_compute_dtype = real
     assert set(seen) == {torch.float32}
@@ -136,21 +138,21 @@ def test_dtype_mixed_compiled_path_reads_weights_of_the_compute_dtype_kept_betwe
     read fixed addresses), refreshed in place when the fp32 weights change."""
     model = small_qwen()
     seen = []
-    real_call = kv_cache.CompiledDecoder.__call__
+    real_call = compiled.CompiledDecoder.__call__
 
     def call(self, m, *a):
         seen.append({lin.weight.dtype for lin in m.modules() if isinstance(lin, torch.nn.Linear)})
         return real_call(self, m, *a)
-    monkeypatch.setattr(kv_cache.CompiledDecoder, "__call__", call)
+    monkeypatch.setattr(compiled.CompiledDecoder, "__call__", call)
     with bf16_autocast():
-        first = rollout.sample(model, PROMPTS, n=2, max_new_tokens=6, seed=0, compile={"backend": "eager"})
+        first = rollout.sample(model, PROMPTS, n=2, sampling=rollout.Sampling(max_new_tokens=6), seed=0, decoder=rollout.decoder_for(model, {"backend": "eager"}))
     assert seen and all(s == {torch.bfloat16} for s in seen)
     kept = dict(precision._KEPT_WEIGHTS[model])
     up = model.model.layers[0].mlp.up_proj
     with torch.no_grad():
         up.weight.add_(1.0)                                      # an optimizer step
     with bf16_autocast():
-        rollout.sample(model, PROMPTS, n=2, max_new_tokens=6, seed=0, compile={"backend": "eager"})
+        rollout.sample(model, PROMPTS, n=2, sampling=rollout.Sampling(max_new_tokens=6), seed=0, decoder=rollout.decoder_for(model, {"backend": "eager"}))
     assert all(precision._KEPT_WEIGHTS[model][k] is v for k, v in kept.items())   # the same tensors
     assert torch.equal(kept[(up, "weight")], up.weight.detach().bfloat16())     # refreshed
     assert first.tokens.shape[0] == 4
@@ -170,15 +172,15 @@ CASES = {"grpo": {"prompts_per_step": 16, "lr": 0.001},
 def sampler_as_pi_old(monkeypatch):
     """The path before pi_old came from the training forward, as a reference: pi_old (and DPO's 'old'
     reference) are the log-probs the sampler recorded."""
-    real_loss = train.microbatch_loss
+    real_loss = update.microbatch_loss
 
     def loss(logp, batch, idx, cfg):
         batch.old_logp = batch.sampler_logp
         if cfg.loss == "dpo" and cfg.dpo_ref == "old":
             batch.ref_seq = (batch.sampler_logp * batch.mask).sum(1)
         return real_loss(logp, batch, idx, cfg)
-    monkeypatch.setattr(train, "microbatch_loss", loss)
-    monkeypatch.setattr(train, "old_logprobs", lambda model, batch, cfg: batch.sampler_logp.clone())
+    monkeypatch.setattr(update, "microbatch_loss", loss)
+    monkeypatch.setattr(update, "old_logprobs", lambda model, batch, cfg: batch.sampler_logp.clone())
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -58,7 +58,7 @@ def test_fresh_prompts_come_from_the_stream_until_p_pairs_are_informative_groups
     assert [p["id"] for p in out_p] == [1, 3, 100, 102]        # the step's own informative pairs, then the stream's
     assert calls[1:] == [[100, 101, 102, 103]]                   # 2 of 4 informative so far: 2 / (1/2) = 4 more
     assert [p["id"] for p in taken] == [100, 101, 102, 103]
-    assert stats == {"pairs_drawn": 8, "informative_pairs": 4, "extra_rollouts": G * 4}
+    assert stats == {"pairs_drawn": 8, "extra_rollouts": G * 4}
 
 
 def test_the_budget_caps_extra_rollouts_and_ties_fill_the_step():
@@ -69,7 +69,7 @@ def test_the_budget_caps_extra_rollouts_and_ties_fill_the_step():
     out_p, out_ro, out_r, stats = resample_ties(problems, ro, r, draw, stream()[0], G, "fresh", budget=1.5)
     assert stats["extra_rollouts"] == G * 6 == G * sum(len(c) for c in calls[1:])   # 1.5 x 4 groups, no more
     assert sorted(p["id"] for p in out_p) == [0, 1, 2, 3]               # the first draw's pairs, ties included
-    assert stats["informative_pairs"] == 2 and stats["pairs_drawn"] == 10
+    assert int(informative_groups(out_r, G).sum()) == 2 and stats["pairs_drawn"] == 10
     check_rows_follow_problems(out_p, out_ro)
 
 
@@ -112,19 +112,21 @@ def test_refills_are_the_streams_next_prompts_and_the_next_step_starts_after_the
     epoch); a resumed run continues from the checkpoint's position."""
     from data import prompts_for_step, stream_prompts, tiny_task_problems
     import torch as _torch
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     drawn = []
-    real = train.sample_groups
+    real = train.sample
 
-    def spy(run, cfg, problems, gen):
-        drawn.append([p["problem"] for p in problems])
-        return real(run, cfg, problems, gen)
-    train.sample_groups = spy
+    def spy(model, prompts, *a, **k):            # the problems of every draw, as their prompts' text
+        drawn.append([tok.decode(p, skip_special_tokens=True) for p in prompts])
+        return real(model, prompts, *a, **k)
+    train.sample = spy
     try:
         args = small_run_args(tmp_path, tiny_model_dir, steps=2, prompts_per_step=8, resample="fresh",
                               temperature=1.5, save_every=1)
         train.main(args)
     finally:
-        train.sample_groups = real
+        train.sample = real
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     problems = tiny_task_problems()["train"]
     n = len(problems)

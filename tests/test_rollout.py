@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from rollout import filter_logits, left_pad, sample, sequence_logprobs
+from rollout import Sampling, filter_logits, left_pad, sample, sequence_logprobs
 
 EOS, PAD = 1, 0
 PROMPTS = [[3, 4, 5], [6, 7, 8, 9, 10, 11, 12], [13], [14, 15]]      # ragged: left padding matters
@@ -45,7 +45,8 @@ def reference_logprobs(model, prompt, completion):
 @pytest.mark.parametrize("arch,attn", [("qwen2", "sdpa"), ("llama", "sdpa"), ("qwen2", "eager")])
 def test_logprobs_equal_a_fresh_forward_pass(arch, attn):
     model = make(arch, attn=attn)
-    ro, sizes = sample_recording_batch_sizes(model, PROMPTS, n=4, max_new_tokens=24, temperature=1.0, eos_token_id=EOS, seed=3)
+    ro, sizes = sample_recording_batch_sizes(model, PROMPTS, n=4, sampling=Sampling(24, temperature=1.0),
+                                             eos_token_id=EOS, seed=3)
     assert ro.finished.any() and not ro.finished.all()          # some rows stopped early, some did not
     assert (ro.lengths < 24).any() and (ro.lengths == 24).any()
     # prefill of the 4 prompts, then 16 rows; finished rows left the batch (compaction) on the way
@@ -65,7 +66,7 @@ def test_training_logprobs_match_the_sampler(arch):
     """sequence_logprobs (used by train.py) gives the sampler's numbers: the first GRPO ratio is 1."""
     model = make(arch)
     for temperature in (1.0, 0.7):
-        ro = sample(model, PROMPTS, n=3, max_new_tokens=12, temperature=temperature, eos_token_id=EOS, seed=1)
+        ro = sample(model, PROMPTS, n=3, sampling=Sampling(max_new_tokens=12, temperature=temperature), eos_token_id=EOS, seed=1)
         ids, mask, _ = left_pad(PROMPTS, PAD)
         rows = torch.arange(len(PROMPTS)).repeat_interleave(3)
         with torch.no_grad():
@@ -79,7 +80,7 @@ def test_training_logprobs_match_the_sampler(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_equals_generate(arch):
     model = make(arch)
-    ro = sample(model, PROMPTS, n=1, max_new_tokens=15, temperature=0.0, eos_token_id=EOS)
+    ro = sample(model, PROMPTS, n=1, sampling=Sampling(max_new_tokens=15, temperature=0.0), eos_token_id=EOS)
     for i, prompt in enumerate(PROMPTS):
         out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                              max_new_tokens=15, do_sample=False, eos_token_id=EOS, pad_token_id=PAD)
@@ -95,9 +96,9 @@ def test_greedy_equals_generate(arch):
 
 def test_same_seed_same_samples_and_samples_differ():
     model = make("qwen2")
-    a = sample(model, PROMPTS, n=8, max_new_tokens=10, seed=7)
-    b = sample(model, PROMPTS, n=8, max_new_tokens=10, seed=7)
-    c = sample(model, PROMPTS, n=8, max_new_tokens=10, seed=8)
+    a = sample(model, PROMPTS, n=8, sampling=Sampling(max_new_tokens=10), seed=7)
+    b = sample(model, PROMPTS, n=8, sampling=Sampling(max_new_tokens=10), seed=7)
+    c = sample(model, PROMPTS, n=8, sampling=Sampling(max_new_tokens=10), seed=8)
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.logprobs, b.logprobs)
     assert not torch.equal(a.tokens, c.tokens)
     for p in range(len(PROMPTS)):                                  # n samples of one prompt are not all equal
@@ -108,8 +109,8 @@ def test_same_seed_same_samples_and_samples_differ():
 @pytest.mark.parametrize("cap", [1, 3, 5, 8])
 def test_micro_batching_gives_the_same_result(cap):
     model = make("llama")
-    full = sample(model, PROMPTS, n=2, max_new_tokens=12, temperature=0.0, eos_token_id=EOS)
-    small = sample(model, PROMPTS, n=2, max_new_tokens=12, temperature=0.0, eos_token_id=EOS, max_batch_size=cap)
+    full = sample(model, PROMPTS, n=2, sampling=Sampling(max_new_tokens=12, temperature=0.0), eos_token_id=EOS)
+    small = sample(model, PROMPTS, n=2, sampling=Sampling(max_new_tokens=12, temperature=0.0, max_rows=cap), eos_token_id=EOS)
     T = full.tokens.shape[1]
     assert small.tokens.shape == full.tokens.shape
     assert torch.equal(small.tokens[:, :T], full.tokens)
@@ -119,8 +120,8 @@ def test_micro_batching_gives_the_same_result(cap):
 
 def test_top_k_one_is_greedy():
     model = make("qwen2")
-    greedy = sample(model, PROMPTS, n=1, max_new_tokens=10, temperature=0.0, eos_token_id=EOS)
-    topk1 = sample(model, PROMPTS, n=1, max_new_tokens=10, temperature=1.0, top_k=1, eos_token_id=EOS, seed=5)
+    greedy = sample(model, PROMPTS, n=1, sampling=Sampling(max_new_tokens=10, temperature=0.0), eos_token_id=EOS)
+    topk1 = sample(model, PROMPTS, n=1, sampling=Sampling(max_new_tokens=10, temperature=1.0, top_k=1), eos_token_id=EOS, seed=5)
     assert torch.equal(greedy.tokens, topk1.tokens)
 
 
@@ -140,8 +141,7 @@ def test_texts_are_decoded_without_special_tokens():
     tok = build_tiny_tokenizer()
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(tiny_model_config()).eval()          # vocabulary = the tokenizer's 18
-    ro = sample(model, [tok("1+1=")["input_ids"]], n=2, max_new_tokens=6, eos_token_id=tok.eos_token_id,
-                tokenizer=tok, seed=0)
+    ro = sample(model, [tok("1+1=")["input_ids"]], n=2, sampling=Sampling(max_new_tokens=6), eos_token_id=tok.eos_token_id, tokenizer=tok, seed=0)
     assert len(ro.texts) == 2
     for text, t, m in zip(ro.texts, ro.tokens, ro.mask):
         ids = [i for i in t[m.bool()].tolist() if i >= 4]           # ids 0-3 are special tokens

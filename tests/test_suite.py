@@ -77,7 +77,7 @@ def test_a_suite_result_is_reused_only_with_every_setting_the_same(tmp_path, cap
         argv += {"template": ["--template", "plain"], "seed": ["--seed", "1"], "protocol": ["--top-p", "0.9"],
                  "compile": ["--compile"]}[change]
         if change == "compile":
-            monkeypatch.setattr("rollout.compile_options", lambda device: {"backend": "eager"})
+            monkeypatch.setattr("compiled.compile_options", lambda device: {"backend": "eager"})
     suite.main(argv)
     err = capsys.readouterr().err
     assert calls == [1] and "done earlier" not in err

@@ -4,6 +4,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
 
 from data import build_prompts, tiny_task_problems
 from eval import evaluate
+from rollout import Sampling
 from tiny_model import build_tiny_tokenizer, tiny_model_config
 
 
@@ -22,4 +23,4 @@ def test_warm_start_passes_its_validation_target(tiny_model_dir):
     """The test session's warm start (target 2%) ends above its target on the validation split."""
     model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
     val = build_prompts(tiny_task_problems()["val"], tok, "raw", builtin=True)
-    assert evaluate(model, tok, val, max_new_tokens=8, progress=False)["mean@1"] > 0.02
+    assert evaluate(model, tok, val, Sampling(max_new_tokens=8, temperature=0.0, max_rows=64), progress=False)["mean@1"] > 0.02

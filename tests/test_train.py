@@ -2,17 +2,15 @@
 
 import json
 import os
-import signal
 
 import pytest
 import torch
-from helpers import KeepGradient, benchmark_files, fixed_batch, small_run_args, tiny_chat_model, write_jsonl
+from helpers import benchmark_files, small_run_args, tiny_chat_model, write_jsonl
 from transformers import AutoModelForCausalLM
 
 import train
 from config import Config, parse_args
-from tiny_model import build_tiny_tokenizer
-from train import policy_update
+from rollout import Sampling
 
 
 def test_cli_defaults_are_the_config_defaults():
@@ -27,8 +25,8 @@ def test_smoke_few_steps_write_metrics_checkpoint_and_model(tmp_path, tiny_model
     run = tmp_path / "run"
     rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
-    for key in ("reward_mean", "accuracy", "adv_mean", "adv_std", "tie_frac", "response_len", "rollout_s",
-                "train_s", "tokens_per_s", "lr", "rollouts"):
+    for key in ("reward_mean", "accuracy", "adv_mean", "adv_std", "tie_frac", "response_len", "sampling_s",
+                "update_s", "tokens_per_s", "lr", "rollouts"):
         assert key in rows[0]
     for key in ("loss", "clip_frac", "ratio_mean", "kl", "grad_norm"):            # rows with an update
         assert all(key in r for r in rows if "grad_norm" in r)
@@ -52,7 +50,7 @@ def greedy_accuracy(model, problems, max_new_tokens, tok=None):
     tok = AutoTokenizer.from_pretrained(tok or model)
     model = AutoModelForCausalLM.from_pretrained(model) if isinstance(model, str) else model
     held_out = build_prompts(tiny_task_problems()["test"][:problems], tok, "auto", builtin=True)
-    return evaluate(model, tok, held_out, max_new_tokens=max_new_tokens, progress=False)["mean@1"]
+    return evaluate(model, tok, held_out, Sampling(max_new_tokens=max_new_tokens, temperature=0.0, max_rows=64), progress=False)["mean@1"]
 
 
 def test_dpo_loss_and_kl_paths_run(tmp_path, tiny_model_dir):
@@ -68,72 +66,6 @@ def test_dpo_loss_and_kl_paths_run(tmp_path, tiny_model_dir):
     assert updated and all(r["kl"] >= 0 for r in updated)
     # the stats are the second update's: after one step the policy moved, so ratio != 1 and KL > 0
     assert any(r["ratio_mean"] != 1.0 and r["kl"] > 0 for r in updated)
-
-
-@pytest.mark.parametrize("loss,aggregation,beta", [("grpo", "seq_mean", 0.0), ("grpo", "token_mean", 0.0),
-                                                   ("grpo", "seq_sum", 0.0), ("grpo", "token_mean", 0.1),
-                                                   ("dpo", "seq_mean", 0.0)])
-def test_two_micro_batches_of_4_give_the_gradient_of_one_batch_of_8(loss, aggregation, beta):
-    tok = build_tiny_tokenizer()
-    grads = []
-    for mb in (8, 4, 2):
-        model, batch = fixed_batch(tok)
-        cfg = Config(loss=loss, aggregation=aggregation, beta=beta, micro_batch_size=mb, grad_clip=0.0,
-                     max_new_tokens=8, skip_ties=False)
-        opt = KeepGradient(model.parameters())                      # lr 0: keeps the gradient it stepped on
-        stats = policy_update(model, opt, batch, cfg)
-        assert stats is not None and all(p.grad is None for p in model.parameters())   # freed after the step
-        grads.append(opt.gradient)
-    assert grads[0].abs().max() > 0
-    assert torch.allclose(grads[1], grads[0], atol=1e-6, rtol=1e-4)
-    assert torch.allclose(grads[2], grads[0], atol=1e-6, rtol=1e-4)
-
-
-def update(batch_and_model, off_policy=False, **cfg):
-    """policy_update with lr 0 (KeepGradient keeps the gradient): (flat gradient, logged statistics).
-    off_policy: old log-probs moved by up to +-0.3, so ratios differ from 1 (some clipped) and the
-    loss is not ~0 (on-policy, sequence-mean GRPO's loss is -mean(A) = 0)."""
-    model, batch = batch_and_model
-    if off_policy:
-        g = torch.Generator().manual_seed(1)
-        batch.old_logp = batch.sampler_logp + 0.3 * (2 * torch.rand(batch.sampler_logp.shape, generator=g) - 1)
-    cfg = Config(**{"grad_clip": 0.0, "max_new_tokens": 8, **cfg})
-    opt = KeepGradient(model.parameters())
-    stats = policy_update(model, opt, batch, cfg)
-    return (opt.gradient if stats is not None else torch.zeros(0)), stats
-
-
-def close(a, b, rel=1e-5):
-    """Equal up to float32 summation order: every entry within rel * the largest entry of b."""
-    return (a - b).abs().max() <= rel * b.abs().max()
-
-
-@pytest.mark.parametrize("aggregation", ["seq_mean", "token_mean", "seq_sum"])
-@pytest.mark.parametrize("micro_batch_size", [8, 3])
-def test_skipping_ties_is_a_pure_speed_up(aggregation, micro_batch_size):
-    """Rows 2 and 3 (prompt 1) tie: skipping them runs 6 of 8 rows, with the same loss and gradient."""
-    tok = build_tiny_tokenizer()
-    kept = []
-    real = train.microbatch_loss
-    run = {}
-    for skip in (False, True):
-        run["rows"] = 0
-
-        def counting(logp, batch, idx, cfg):
-            run["rows"] += len(idx)
-            return real(logp, batch, idx, cfg)
-        train.microbatch_loss = counting
-        try:
-            kept.append(update(fixed_batch(tok), off_policy=True, aggregation=aggregation,
-                               micro_batch_size=micro_batch_size, skip_ties=skip) + (run["rows"],))
-        finally:
-            train.microbatch_loss = real
-    (g_all, s_all, rows_all), (g_skip, s_skip, rows_skip) = kept
-    assert (rows_all, rows_skip) == (8, 6)
-    assert g_all.abs().max() > 0 and abs(s_all["loss"]) > 1e-3
-    assert close(g_skip, g_all)
-    assert s_skip["loss"] == pytest.approx(s_all["loss"], rel=1e-5)
-    assert s_skip["grad_norm"] == pytest.approx(s_all["grad_norm"], rel=1e-5)
 
 
 @pytest.mark.parametrize("aggregation", ["seq_mean", "token_mean"])
@@ -157,48 +89,25 @@ def test_compiled_sampling_trains_exactly_like_the_eager_loop(tmp_path, tiny_mod
     """--compile samples the same tokens, so two steps log the same rewards, lengths and losses.
     (torch.compile's tracer without code generation here, for speed; tests/test_rollout.py runs the
     real compiler.)"""
-    import rollout
+    import compiled
     calls = []
-    monkeypatch.setattr(rollout, "compile_options", lambda device: calls.append(device) or {"backend": "eager"})
+    monkeypatch.setattr(compiled, "compile_options", lambda device: calls.append(device) or {"backend": "eager"})
     rows = []
     for compile in (False, True):
         out = tmp_path / f"compile-{compile}"
         train.main(small_run_args(tmp_path, tiny_model_dir, steps=2, prompts_per_step=16, group_size=8,
                                   micro_batch_size=16, compile=compile, out_dir=str(out)))
         rows.append([json.loads(line) for line in open(out / "metrics.jsonl")])
-    assert len(calls) == 2                                        # the compiled path sampled both steps
+    assert len(calls) == 1                                        # one compiled decoder, made for the run
     assert len(rows[0]) == len(rows[1]) == 2 and "grad_norm" in rows[0][0]
-    for eager, compiled in zip(*rows):
+    for eager, with_compile in zip(*rows):
         for key in ("reward_mean", "response_len", "tie_frac", "informative_pairs", "loss", "grad_norm"):
-            assert compiled.get(key) == pytest.approx(eager.get(key), rel=1e-4, abs=1e-7), key
+            assert with_compile.get(key) == pytest.approx(eager.get(key), rel=1e-4, abs=1e-7), key
 
 
 def test_compile_with_fsdp_is_refused():
     with pytest.raises(SystemExit, match="--compile does not go with --fsdp"):
         parse_args(["--compile", "--fsdp"])
-
-
-@pytest.mark.parametrize("aggregation", ["seq_mean", "seq_sum"])
-def test_filtering_ties_is_dapo_renormalisation(aggregation):
-    """--filter-ties averages over the 6 informative rows instead of all 8: the step is 8/6 as large."""
-    tok = build_tiny_tokenizer()
-    g_all, _ = update(fixed_batch(tok), aggregation=aggregation, skip_ties=False)
-    g_filter, _ = update(fixed_batch(tok), aggregation=aggregation, filter_ties=True)
-    assert close(g_filter, g_all * 8 / 6)
-
-
-def test_batch_level_two_grpo_is_online_dpo_over_the_informative_pairs():
-    """At the sampling policy, with sequence sums (seq_sum, max_tokens 1) and DPO's beta = 1 against the
-    sampler (dpo_ref old): 2-GRPO over the informative pairs only (--filter-ties) has DPO's batch
-    gradient; 2-GRPO over all P pairs has it times N / P (here 3 informative pairs of 4)."""
-    tok = build_tiny_tokenizer()
-    model, batch = fixed_batch(tok)
-    batch.ref_seq = None                  # reference = pi_old: the update's own log-probs, detached
-    g_dpo, _ = update((model, batch), loss="dpo", dpo_beta=1.0, dpo_ref="old")
-    g_filter, _ = update(fixed_batch(tok), aggregation="seq_sum", max_new_tokens=1, filter_ties=True)
-    g_exact, _ = update(fixed_batch(tok), aggregation="seq_sum", max_new_tokens=1)
-    assert close(g_filter, g_dpo)
-    assert close(g_exact, g_dpo * 3 / 4)
 
 
 def test_real_model_directory_and_jsonl_data(tmp_path, tiny_model_dir):
