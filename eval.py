@@ -184,11 +184,12 @@ def check_arguments(args, samples, temperature):
 
 
 def load_model(args):
-    """(model in eval mode, tokenizer, device) of --model on --device; a model that is not there is one
-    line (data.DataError), not a traceback."""
+    """(model in eval mode, tokenizer, device) of --model on --device, its weights in bf16 on a GPU (an
+    evaluation needs no fp32 master copy); a model that is not there is one line, not a traceback."""
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model, tok = load_model_and_tokenizer(args.model, device)
+        weights = "bfloat16" if torch.device(device).type == "cuda" else "float32"
+        model, tok = load_model_and_tokenizer(args.model, device, weights)
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
     return model.eval(), tok, device

@@ -166,8 +166,10 @@ def no_sync(model, last):
 def full_weights(model):
     """FSDP2: all-gather every layer's weights once and keep them while sampling or evaluating, so the
     many small forward passes of decoding make no collectives (and ranks may make different numbers of
-    them: their completions end at different steps). Every rank must enter; resharded on exit.
-    Costs one full copy of the weights per rank for the duration. Nothing to do without FSDP."""
+    them: their completions end at different steps). Every rank must enter; resharded on exit, and each
+    module resharding after its forward again as before, the root excepted: FSDP2 never reshards the
+    root after its forward (the backward needs it at once), so it is left so. Costs one full copy of the
+    weights per rank for the duration. Nothing to do without FSDP."""
     sharded = [m for m in model.modules() if is_sharded(m)]
     for m in sharded:
         m.set_reshard_after_forward(False, recurse=False)
@@ -177,7 +179,8 @@ def full_weights(model):
     finally:
         for m in sharded:
             m.reshard()
-            m.set_reshard_after_forward(True, recurse=False)
+            if m is not model:
+                m.set_reshard_after_forward(True, recurse=False)
 
 
 def full_state_dicts(model, optimizer):

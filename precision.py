@@ -31,9 +31,12 @@ def precision(dtype, device):
 
 def autocast(device, dtype="auto"):
     """The context every forward pass of a run goes through: bf16 autocast under mixed precision,
-    nothing otherwise."""
+    nothing otherwise. Without autocast's weight cache: it would keep a bf16 copy of every Linear weight
+    (2 bytes x N_linear) until the block ends, for nothing: a weight is read once per forward, the
+    backward keeps the casts it needs itself, gradient checkpointing casts again when it recomputes,
+    and sampling reads bf16 copies made once per call (weights_in_compute_dtype)."""
     if precision(dtype, device) == "mixed":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 

@@ -82,7 +82,8 @@ def train_step(step, run, cfg):
     # 4. the batch the update reads: each row with its prompt (DPO: the informative pairs)
     batch = make_batch(problems, rollout, r, adv, cfg, pad_token_id=run.tok.pad_token_id)
     # 5. the log-probs the objective compares with: pi_ref, and pi_old where it is not the update's own
-    reference_and_old_logprobs(run, batch, cfg)
+    with run.clock("logprobs"):
+        reference_and_old_logprobs(run, batch, cfg)
     # 6. the updates: --num-iterations optimizer steps on these rollouts (1: on-policy)
     with run.clock("update"):
         stats = update_policy(run, batch, cfg)
@@ -196,13 +197,15 @@ def setup(cfg, device, log):
 
 
 def held_out_accuracy(run, cfg):
-    """Mean@k on the held-out problems (None without any); the ranks share them (eval.shared_accuracy)."""
+    """Mean@k on the held-out problems (None without any); the ranks share them (eval.shared_accuracy).
+    Decoded as rollouts are, as many rows at a time (plan.py prices one such micro-batch), by the same
+    decoder (the compiled one with --compile)."""
+    rows = cfg.rollout_batch_size or cfg.prompts_per_step * cfg.group_size // parallel.rank_and_world()[1]
     sampling = Sampling(max_new_tokens=run.sampling.max_new_tokens, temperature=cfg.eval_temperature,
-                        top_p=cfg.eval_top_p, top_k=cfg.eval_top_k,
-                        max_rows=cfg.rollout_batch_size or 256)                # as many rows as a rollout
+                        top_p=cfg.eval_top_p, top_k=cfg.eval_top_k, max_rows=rows)
     with autocast(run.device, cfg.dtype):
         return shared_accuracy(run.raw_model, run.tok, run.held_out, sampling, samples=cfg.eval_samples,
-                               seed=cfg.seed, progress=cfg.progress)
+                               seed=cfg.seed, progress=cfg.progress, decoder=run.decoder)
 
 
 def train(cfg):
@@ -280,6 +283,9 @@ def finish(run, cfg, acc_before, t_start, log):
 
 def main(argv=None):
     cfg = parse_args(argv, description=__doc__)
+    # sampling's shapes change every step: expandable segments keep the allocator's slack small (plan.py
+    # plans with them); set before CUDA starts, unless the user chose an allocator setting
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     import transformers
     transformers.utils.logging.disable_progress_bar()     # our bars only
     try:

@@ -26,7 +26,7 @@ from rollout import left_pad, sequence_logprobs
 @dataclass
 class Batch:
     """The rollouts of one step as the update reads them, B rows (make_batch): GRPO's P * G rows grouped
-    by prompt, or DPO's informative pairs, each chosen row followed by its rejected row."""
+    by prompt, or for DPO the informative pairs, each chosen row followed by its rejected row, then ties."""
     prompt_ids: torch.Tensor         # (B, L) long   the left-padded prompt of each row
     prompt_mask: torch.Tensor        # (B, L) long   1 on prompt tokens
     tokens: torch.Tensor             # (B, T) long   sampled completions (rollout.Rollout)
@@ -40,13 +40,15 @@ class Batch:
 
 def make_batch(problems, rollout, r, adv, cfg, pad_token_id):
     """The Batch the update reads: each rollout row with its left-padded prompt. GRPO keeps the P * G rows
-    as drawn; DPO keeps the pairs whose rewards differ, chosen then rejected (grpo.preference_pairs), so
-    that micro-batches hold whole pairs and only the loss differs between the two."""
+    as drawn; DPO puts the pairs whose rewards differ first, chosen then rejected (grpo.preference_pairs),
+    and the tied rows (advantage 0, no pair) last, so that micro-batches hold whole pairs and only the
+    loss differs between the two."""
     device = rollout.tokens.device
     prompt_ids, prompt_mask, _ = left_pad([p["prompt_ids"] for p in problems], pad_token_id, device)  # (P, L)
     rows = torch.arange(len(r), device=device)                                                # (P*G,)
-    if cfg.loss == "dpo":
-        rows = torch.stack(preference_pairs(r, cfg.group_size), dim=1).reshape(-1)          # (2N,) c, r, c, r
+    if cfg.loss == "dpo":           # the pairs whose rewards differ, chosen then rejected, then the ties
+        pairs = torch.stack(preference_pairs(r, cfg.group_size), dim=1).reshape(-1)        # (2N,) c, r, c, r
+        rows = torch.cat([pairs, rows[~torch.isin(rows, pairs)]])
     prompt = rows // cfg.group_size                                                 # each row's prompt
     return Batch(prompt_ids[prompt], prompt_mask[prompt], rollout.tokens[rows], rollout.mask[rows],
                  rollout.logprobs[rows], adv[rows])
@@ -170,9 +172,10 @@ def micro_batches(batch, cfg):
     aggregation = cfg.aggregation if cfg.loss == "grpo" else "seq_mean"      # DPO: a mean over pairs
     rows = torch.arange(batch.tokens.shape[0])
     total = aggregation_weight(batch.mask, aggregation)                  # the whole batch, ties included
-    if cfg.filter_ties or (cfg.skip_ties and cfg.beta == 0):
+    ties_out = cfg.filter_ties or cfg.loss == "dpo"                          # DPO: a tie makes no pair
+    if ties_out or (cfg.skip_ties and cfg.beta == 0):
         rows = rows[(batch.advantages != 0).cpu()]            # zero advantage, zero gradient: skip the work
-    if cfg.filter_ties:
+    if ties_out:
         total = aggregation_weight(batch.mask[rows], aggregation)                  # informative rows only
     pair = 2 if cfg.loss == "dpo" else 1                                        # DPO: whole pairs
     size = max(pair, cfg.micro_batch_size // pair * pair)

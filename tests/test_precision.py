@@ -212,3 +212,14 @@ def test_fp32_runs_train_as_with_the_samplers_log_probs_as_pi_old(case, tmp_path
         for key in ("loss", "grad_norm", "ratio_mean", "clip_frac", "kl", "reward_margin"):
             if key in want:
                 assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+
+
+def test_mixed_precision_forward_keeps_no_autocast_weight_cache():
+    """autocast's cache would hold a bf16 copy of every Linear weight until the block ends (2 bytes x
+    N_linear, which plan.py does not price): the run's autocast has it off, and computes the same."""
+    model, ids = small_qwen(), torch.tensor([[1, 2, 3, 4]])
+    with precision.autocast("cpu", "mixed"):
+        assert torch.is_autocast_enabled("cpu") and not torch.is_autocast_cache_enabled()
+        ours = model(ids).logits
+    with torch.autocast("cpu", dtype=torch.bfloat16):                          # cache on: the same logits
+        assert torch.equal(model(ids).logits, ours)

@@ -92,14 +92,19 @@ def test_compiled_sampling_trains_exactly_like_the_eager_loop(tmp_path, tiny_mod
     import compiled
     calls = []
     monkeypatch.setattr(compiled, "compile_options", lambda device: calls.append(device) or {"backend": "eager"})
-    rows = []
+    rows, summaries = [], []
     for compile in (False, True):
         out = tmp_path / f"compile-{compile}"
         train.main(small_run_args(tmp_path, tiny_model_dir, steps=2, prompts_per_step=16, group_size=8,
                                   micro_batch_size=16, compile=compile, out_dir=str(out)))
         rows.append([json.loads(line) for line in open(out / "metrics.jsonl")])
+        summaries.append(json.load(open(out / "summary.json")))
     assert len(calls) == 1                                        # one compiled decoder, made for the run
+    # the held-out evaluation decodes with it too, to the same accuracies
+    assert [s["held_out_before"] for s in summaries] == [summaries[0]["held_out_before"]] * 2
+    assert summaries[1]["held_out_after"] == summaries[0]["held_out_after"]
     assert len(rows[0]) == len(rows[1]) == 2 and "grad_norm" in rows[0][0]
+    assert all("logprobs_s" in r for r in rows[1])                   # every phase timed
     for eager, with_compile in zip(*rows):
         for key in ("reward_mean", "response_len", "tie_frac", "informative_pairs", "loss", "grad_norm"):
             assert with_compile.get(key) == pytest.approx(eager.get(key), rel=1e-4, abs=1e-7), key
@@ -200,3 +205,27 @@ def test_the_training_page_documents_every_flag_and_its_default():
 def test_the_learning_rate_follows_the_step_also_when_a_step_makes_no_update():
     cfg = Config(lr=1.0, warmup_steps=2, schedule="linear", steps=6)
     assert [train.learning_rate(s, cfg) for s in range(6)] == [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
+
+
+def test_the_held_out_evaluation_decodes_a_rollout_micro_batch_of_rows(tmp_path, tiny_model_dir, monkeypatch):
+    """plan.py prices the in-run evaluation as one rollout micro-batch (--rollout-batch-size, else the
+    step's P x G rows): the evaluation decodes that many rows at a time, with the run's decoder."""
+    seen = []
+    real = train.shared_accuracy
+
+    def spy(model, tok, problems, sampling, **kw):
+        seen.append((sampling.max_rows, kw["decoder"]))
+        return real(model, tok, problems, sampling, **kw)
+    monkeypatch.setattr(train, "shared_accuracy", spy)
+    train.main(small_run_args(tmp_path, tiny_model_dir, steps=1, prompts_per_step=8, out_dir=str(tmp_path / "a")))
+    train.main(small_run_args(tmp_path, tiny_model_dir, steps=1, rollout_batch_size=6, out_dir=str(tmp_path / "b")))
+    assert seen == [(16, None), (16, None), (6, None), (6, None)]          # before and after each run
+
+
+def test_train_sets_expandable_segments_unless_the_user_chose(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    train.main(small_run_args(tmp_path, tiny_model_dir, steps=1, out_dir=str(tmp_path / "a")))
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:64")
+    train.main(small_run_args(tmp_path, tiny_model_dir, steps=1, out_dir=str(tmp_path / "b")))
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:64"
