@@ -10,6 +10,7 @@ it bit for bit).
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -20,6 +21,7 @@ import time
 
 import torch
 
+from lora import has_adapters, merged_state_dict, save_adapter, trainable_state
 from parallel import barrier, full_state_dicts, is_main, is_sharded, load_full_state_dicts, unwrap
 
 
@@ -50,14 +52,35 @@ def write_text(path, text):
         f.write(text)
 
 
+def model_fingerprint(model, skip=None):
+    """16 hex digits that change with the model's config or any of its weights: a hash of the config and,
+    per tensor, its name, shape, dtype, sum and first values (reductions on the device: no copy). skip:
+    leave out the entries whose name contains it (".adapter.": the base model of a LoRA run)."""
+    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if skip and skip in name:
+                continue
+            flat = t.detach().flatten()
+            h.update(f"{name}{tuple(t.shape)}{t.dtype}{flat.double().sum().item()!r}"
+                     f"{flat[:4].double().tolist()}".encode())
+    return h.hexdigest()[:16]
+
+
 def save_checkpoint(path, model, optimizer, step, cfg, progress=None):
     """Everything a resumed run needs, written by rank 0 to a temporary file and renamed into place
     (atomic). Every rank calls it (under FSDP the state is gathered from all of them). progress: the
-    loop's counters (rollouts sampled, the data stream's position)."""
+    loop's counters (rollouts sampled, the data stream's position). A LoRA run (lora.py) keeps only the
+    adapters and their optimizer state (MBs, not GBs) and names its base by a fingerprint."""
     model_state, optimizer_state = full_state_dicts(model, optimizer)
     if not is_main():
         return
+    base = {}
+    if has_adapters(unwrap(model)):
+        model_state = trainable_state(model_state, unwrap(model))
+        base = {"base_fingerprint": model_fingerprint(unwrap(model), skip=".adapter.")}
     state = {"model": model_state, "optimizer": optimizer_state, "step": step, "progress": progress or {},
+             **base,
              "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
              "python_rng": random.getstate()}
@@ -93,7 +116,14 @@ def load_checkpoint(path, model, optimizer):
         raise SystemExit(f"error: {path} was written {'with' if not sharded else 'without'} --fsdp / "
                          f"--cpu-offload; resume it the same way (the optimizer state is laid out "
                          f"differently)")
-    load_full_state_dicts(model, optimizer, state["model"], state["optimizer"])
+    model_state = state["model"]
+    if "base_fingerprint" in state:          # LoRA: the adapters, on the base the run started from
+        if state["base_fingerprint"] != model_fingerprint(unwrap(model), skip=".adapter."):
+            raise SystemExit(f"error: {path} holds LoRA adapters trained on another base model than "
+                             f"{state['config'].get('model') or 'the built-in one'} is now: resume with the "
+                             f"same --model, --dtype and --seed")
+        model_state = {**unwrap(model).state_dict(), **model_state}       # the base as loaded, then them
+    load_full_state_dicts(model, optimizer, model_state, state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -207,16 +237,23 @@ def append_metrics(out_dir, row):
             f.write(json.dumps(row) + "\n")
 
 
-def save_final(out_dir, model, tok, summary, save_model=True):
+def save_final(out_dir, model, tok, summary, cfg, base_path=""):
     """The trained model as an ordinary Hugging Face directory (out_dir/model, atomically; not with
-    save_model=False) and summary.json. Every rank calls it: under FSDP the weights are gathered from
-    the shards."""
-    weights = full_state_dicts(model, None)[0] if save_model else None
-    if is_main() and save_model:
+    --no-save) and summary.json. A LoRA run's model/ is the merged model, and adapter/ holds the adapters
+    in PEFT's layout (lora.save_adapter), naming base_path as its base. Every rank calls it: under FSDP
+    the weights are gathered from the shards."""
+    weights = full_state_dicts(model, None)[0] if cfg.save else None
+    if is_main() and cfg.save:
+        lora = has_adapters(unwrap(model))
+
         def save(directory):
-            unwrap(model).save_pretrained(directory, state_dict=weights)
+            merged = merged_state_dict(weights, cfg.lora_rank, cfg.lora_alpha) if lora else weights
+            unwrap(model).save_pretrained(directory, state_dict=merged)
             tok.save_pretrained(directory)
         save_dir_atomic(os.path.join(out_dir, "model"), save)
+        if lora:
+            save_dir_atomic(os.path.join(out_dir, "adapter"), lambda directory: save_adapter(
+                directory, weights, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets.split(","), base_path))
     if is_main():
         with open(os.path.join(out_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)

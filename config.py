@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from grpo import ADVANTAGE_MODES, AGGREGATIONS
+from lora import DEFAULT_TARGETS
 from precision import PRECISIONS
 
 
@@ -62,7 +63,8 @@ class Config:
     compile: bool = flag(False, "sample with the compiled decode path (compiled.py; CUDA graphs on CUDA): "
                          "same sampling, the first steps compile")
     # optimization
-    lr: float = flag(2e-4, "AdamW learning rate (for the tiny model; ~1e-6 for 1B+)")
+    lr: float = flag(0.0, "AdamW learning rate; 0: 2e-4 (the tiny model's; ~1e-6 for 1B+), x LORA_LR with "
+                     "--lora-rank (config.learning_rate_of)")
     weight_decay: float = flag(0.0, "AdamW weight decay")
     warmup_steps: int = flag(0, "linear warm-up steps")
     schedule: str = flag("constant", "constant | cosine | linear after warm-up")
@@ -70,6 +72,11 @@ class Config:
     micro_batch_size: int = flag(256, "sequences per forward/backward")
     rollout_batch_size: int = flag(0, "max sequences sampled together; 0: all")
     gradient_checkpointing: bool = flag(False, "recompute activations in the backward")
+    lora_rank: int = flag(0, "LoRA: train rank-R adapters beside the frozen model (lora.py); 0: full "
+                          "fine-tuning")
+    lora_alpha: float = flag(32.0, "LoRA's alpha: the adapters' output is scaled by alpha / rank")
+    lora_targets: str = flag(",".join(DEFAULT_TARGETS), "LoRA: the Linear layers adapted, by name, "
+                             "comma-separated (default: every Linear of attention and the MLP)")
     fsdp: bool = flag(False, "under torchrun: shard weights, gradients and optimizer state across ranks "
                       "(FSDP2) instead of DDP")
     cpu_offload: bool = flag(False, "FSDP2's CPU offload: weights, gradients and AdamW state in host memory, "
@@ -143,15 +150,26 @@ ABOVE_0 = (lambda x: x > 0, "> 0")
 IN_0_1 = (lambda x: 0 < x <= 1, "in (0, 1]")
 RANGES = {"train_problems": AT_LEAST_0, "max_prompt_tokens": AT_LEAST_1,
           "prompts_per_step": AT_LEAST_1, "steps": AT_LEAST_1, "num_iterations": AT_LEAST_1,
+          "lora_rank": AT_LEAST_0, "lora_alpha": ABOVE_0,
           "eps_low": (lambda x: 0 <= x < 1, "in [0, 1)"), "eps_high": AT_LEAST_0, "beta": AT_LEAST_0,
           "dpo_beta": ABOVE_0, "resample_budget": AT_LEAST_0, "max_new_tokens": AT_LEAST_0,
-          "top_p": IN_0_1, "top_k": AT_LEAST_0, "lr": ABOVE_0, "weight_decay": AT_LEAST_0,
-          "warmup_steps": AT_LEAST_0,
+          "top_p": IN_0_1, "top_k": AT_LEAST_0, "weight_decay": AT_LEAST_0,
+          "warmup_steps": AT_LEAST_0, "lr": AT_LEAST_0,
           "grad_clip": AT_LEAST_0, "micro_batch_size": AT_LEAST_1, "rollout_batch_size": AT_LEAST_0,
           "logprob_chunk": AT_LEAST_0, "eval_every": AT_LEAST_0, "eval_problems": AT_LEAST_0,
           "eval_samples": AT_LEAST_1, "eval_temperature": AT_LEAST_0, "eval_top_p": IN_0_1,
           "eval_top_k": AT_LEAST_0,
           "save_every": AT_LEAST_1, "warm_start_target": (lambda x: 0 <= x < 1, "in [0, 1)")}
+
+
+# LoRA's default learning rate, as a multiple of full fine-tuning's (measured on the built-in task with
+# bench/lora.py: docs/training.md, LoRA; "LoRA Without Regret" finds about 10x for pretrained models)
+LORA_LR = 5.0
+
+
+def learning_rate_of(cfg):
+    """--lr, or when it is 0 the default: 2e-4 (the built-in tiny model's), times LORA_LR with --lora-rank."""
+    return cfg.lr or 2e-4 * (LORA_LR if cfg.lora_rank else 1.0)
 
 
 def check_config(cfg, world=1):
@@ -181,6 +199,11 @@ def check_config(cfg, world=1):
                         "forward it would compile)")
     if cfg.prompts_per_step % world:
         problems.append(f"--prompts-per-step {cfg.prompts_per_step} must divide by the {world} ranks")
+    if cfg.lora_rank and (cfg.fsdp or cfg.cpu_offload):
+        problems.append("--lora-rank does not go with --fsdp or --cpu-offload yet: LoRA's frozen base and "
+                        "small adapters fit a card without them")
+    if cfg.lora_rank and not [t for t in cfg.lora_targets.split(",") if t.strip()]:
+        problems.append("--lora-targets names no layer")
     if cfg.resume and cfg.overwrite:
         problems.append("--resume continues the run in --out-dir and --overwrite deletes it: give one")
     if problems:

@@ -52,7 +52,29 @@ def shape(config):
             "N_layer": sum(p.numel() for p in layer.parameters()) if layer is not None else 0,
             "N_linear": sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)
                             for p in m.parameters(recurse=False)),            # a tied head counts again
-            "N_max": max(p.numel() for p in model.parameters())}              # the largest tensor
+            "N_max": max(p.numel() for p in model.parameters()),              # the largest tensor
+            "linears": linear_sizes(model)}
+
+
+def linear_sizes(model):
+    """{name of a Linear (q_proj, up_proj, ...): (sum of in + out, sum of in x out) over the layers}: what
+    LoRA adapters of rank r on those Linears hold (r (in + out) each) and what merging them reads."""
+    sizes = {}
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear):
+            both, weight = sizes.get(name.split(".")[-1], (0, 0))
+            sizes[name.split(".")[-1]] = (both + m.in_features + m.out_features, weight + m.weight.numel())
+    return sizes
+
+
+def lora_sizes(cfg, s):
+    """(adapter parameters, weights of the adapted Linears) of --lora-rank on --lora-targets: r (in + out)
+    and in x out, summed over the Linears adapted; (0, 0) without LoRA."""
+    if not cfg.lora_rank:
+        return 0, 0
+    targets = [t.strip() for t in cfg.lora_targets.split(",")]
+    return (cfg.lora_rank * sum(s["linears"].get(t, (0, 0))[0] for t in targets),
+            sum(s["linears"].get(t, (0, 0))[1] for t in targets))
 
 
 def activation_bytes_per_token(s, a, checkpointing):
@@ -97,16 +119,25 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     R = cfg.rollout_batch_size or rows_per_rank                  # rows sampled together (and evaluated)
     root = N - L * s["N_layer"]                                  # embeddings, final norm, head
     kv_per_token = 2 * L * kv * a                                # keys and values of all layers
-    kept = [] if offload else [("weights (N w / shards)", N * w / shard),
-                               ("AdamW moments (2 N w / shards)", 2 * N * w / shard)]
+    N_a, N_t = lora_sizes(cfg, s)                                # LoRA: adapter parameters, adapted weights
+    if cfg.lora_rank:       # the frozen base in the compute dtype (bf16 under mixed), the adapters in fp32
+        kept = [("frozen base model (N a)", N * a),
+                ("LoRA adapters (N_a = r (in + out) per Linear, x 4)", N_a * 4),
+                ("AdamW moments of the adapters (2 N_a x 4)", 2 * N_a * 4)]
+    else:
+        kept = [] if offload else [("weights (N w / shards)", N * w / shard),
+                                   ("AdamW moments (2 N w / shards)", 2 * N * w / shard)]
     if world > 1 and not (cfg.fsdp or cfg.cpu_offload):
-        kept.append(("DDP gradient buckets (N w)", N * w))
-    if cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial"):
+        kept.append(("DDP gradient buckets (trained parameters x w)", (N_a or N) * w))
+    if (cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial")) and not cfg.lora_rank:
         kept.append(("frozen reference model (N x 2 bytes on CUDA)", N * (2 if cuda else w)))
     # the weights decoding reads: under FSDP / offload the whole model gathered (parallel.full_weights);
-    # under mixed precision bf16 copies of the Linear weights (precision.weights_in_compute_dtype)
+    # under mixed precision bf16 copies of the Linear weights (precision.weights_in_compute_dtype); with
+    # LoRA the adapted Linears merged, W + (alpha / r) B A, in the compute dtype
     if cfg.fsdp or offload:
         read = [("whole weights gathered for decoding (N x 2 bytes)", N * (2 if mode == "mixed" else w))]
+    elif cfg.lora_rank:
+        read = [("adapted Linears merged for decoding (N_t a)", N_t * a)]
     elif mode == "mixed":
         read = [("Linear weights in bf16 for decoding (N_linear x 2 bytes)", s["N_linear"] * 2)]
     else:
@@ -138,7 +169,8 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     phases = {"kept": kept, "sampling": decoding(R, cfg.group_size, "a rollout micro-batch")}
     # training: from the second micro-batch on the gradients exist (the update frees them before the first
     # and after the step); the activations of one micro-batch; the log-prob head (rollout.ChunkedLogprobHead)
-    grads = [] if offload else [("gradients (N w / shards)", N * w / shard)]
+    grads = [] if offload else [("gradients (N w / shards)", N * w / shard)] if not cfg.lora_rank else \
+        [("gradients of the adapters (N_a x 4)", N_a * 4)]
     train = grads * (rows_per_rank > b) + [
         ("activations of one micro-batch (b S x per-token bytes)",
          b * S * activation_bytes_per_token(s, a, cfg.gradient_checkpointing)),
@@ -153,9 +185,11 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     # the optimizer step: the gradients, and AdamW's temporaries: the fused step on CUDA makes none; on a
     # CPU the step goes tensor by tensor, two temporaries of the largest one; with --cpu-offload it runs on
     # the CPU (host memory)
+    largest = (max(s["linears"].get(t.strip(), (0, 0))[0] for t in cfg.lora_targets.split(","))
+               * cfg.lora_rank // L) if cfg.lora_rank else s["N_max"]       # LoRA: about the largest adapter
     phases["optimizer step"] = [] if offload else grads + [
         ("AdamW step temporaries (fused on CUDA: none; a CPU: 2 N_max x 4 / shards)",
-         0 if cuda else 2 * s["N_max"] * 4 / shard)]
+         0 if cuda else 2 * largest * 4 / shard)]
     # held-out evaluation: decoding as many rows as a rollout micro-batch, eval_samples per prompt
     phases["held-out evaluation"] = decoding(R, cfg.eval_samples, "an evaluation micro-batch")
     return phases, sum(x for _, x in kept) + sum(x for _, x in phases[peak_phase(phases)])
@@ -183,12 +217,14 @@ def needed_gib(total):
     return total / GiB * SLACK + CONTEXT_GIB
 
 
-def suggestions(cfg, s, gpu_gib, device="cuda", world=1, prompt_tokens=None):
+def suggestions(cfg, s, gpu_gib, device="cuda", world=1, prompt_tokens=None, lora=True):
     """Flag changes that make the plan fit 95% of gpu_gib: [(flags, total)], the first changes that
     fit on one GPU, or else with the state sharded over 2, 4 or 8 GPUs (torchrun --fsdp). The memory flags
     are tried in order, each on top of the ones before: the log-prob head in chunks, activation
     checkpointing, then halving the training micro-batch and then the rollout micro-batch; then the same
-    again with --cpu-offload (the state in host memory: slower steps, and host_bytes of CPU RAM). Only
+    again with LoRA of rank 16 (a frozen base in bf16 and small adapters: lora.py), then with --cpu-offload
+    (the state in host memory: slower steps, and host_bytes of CPU RAM); lora=False: full fine-tuning
+    only. Only
     flag sets the run accepts are proposed (config.check_config: never --cpu-offload with --compile)."""
     import dataclasses
     from config import check_config
@@ -217,7 +253,8 @@ def suggestions(cfg, s, gpu_gib, device="cuda", world=1, prompt_tokens=None):
         except SystemExit:
             return False
     offload = [(world, {"cpu_offload": True})] if device == "cuda" and not cfg.cpu_offload else []
-    one_card = [(world, {})] + offload
+    adapters = [(world, {"lora_rank": 16})] if lora and not cfg.lora_rank else []   # before --cpu-offload
+    one_card = [(world, {})] + adapters + offload
     for ranks, base in one_card + [(n, {"fsdp": True}) for n in (2, 4, 8) if n > world]:
         changes = dict(base)
         for change in [{}] + tries:

@@ -57,23 +57,34 @@ def weights_in_compute_dtype(model, keep=False):
     weight (and bias) is swapped for a copy in the compute dtype for the duration, made once per call.
     Autocast casts a Linear's inputs to bf16 in any case, so the result is the same to the bit; the
     embedding and the norms keep their fp32 weights (a tied output head is untied meanwhile). Nothing
-    happens without autocast (fp32 or bf16 weights) or where the weights are not fp32 (FSDP gathers
-    them in bf16 already). keep=True keeps the copies between calls and refreshes them in place (the
-    compiled path: CUDA graphs read weights at fixed addresses)."""
+    is cast without autocast (fp32 or bf16 weights) or where the weights are not fp32 (FSDP gathers
+    them in bf16 already). A Linear with a LoRA adapter (lora.py) decodes with its merged weight
+    W + (alpha / r) B A, in any dtype, its adapter off meanwhile: no extra matmuls per token. keep=True
+    keeps the copies between calls and refreshes them in place (the compiled path: CUDA graphs read
+    weights at fixed addresses)."""
     dtype = compute_dtype(model)
-    swaps = [(m, name, w) for m in model.modules() if isinstance(m, torch.nn.Linear)
-             for name, w in m._parameters.items() if w is not None and w.dtype == torch.float32] \
-        if dtype != torch.float32 else []
+
+    def merged(m, name):                                     # a LoRA adapter to merge into this weight
+        adapter = getattr(m, "adapter", None)
+        return adapter if name == "weight" and adapter is not None and adapter.enabled else None
+    swaps = [(m, name, w, merged(m, name)) for m in model.modules() if isinstance(m, torch.nn.Linear)
+             for name, w in m._parameters.items()
+             if w is not None and ((w.dtype == torch.float32 and dtype != torch.float32) or merged(m, name))]
     copies = _KEPT_WEIGHTS.setdefault(model, {}) if keep and swaps else {}
     with torch.no_grad():
-        for m, name, w in swaps:
+        for m, name, w, adapter in swaps:
+            value = w if adapter is None else w.float() + adapter.delta_weight()      # W + (alpha / r) B A
             if (m, name) in copies:
-                copies[(m, name)].copy_(w)                                      # refreshed: w was updated
+                copies[(m, name)].copy_(value)                                  # refreshed: w was updated
             else:
-                copies[(m, name)] = torch.nn.Parameter(w.to(dtype), requires_grad=False)
+                copies[(m, name)] = torch.nn.Parameter(value.to(dtype), requires_grad=False)
             m._parameters[name] = copies[(m, name)]
+            if adapter is not None:
+                adapter.enabled = False
     try:
         yield
     finally:
-        for m, name, w in swaps:
+        for m, name, w, adapter in swaps:
             m._parameters[name] = w
+            if adapter is not None:
+                adapter.enabled = True

@@ -16,15 +16,13 @@ protocol, --compile), and otherwise evaluates it again with a line naming what d
 """
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 
-import torch
 
 from data import DATA_DIR, DataError, build_prompts, load_problems
-from checkpoint import write_text
+from checkpoint import model_fingerprint, write_text
 from eval import add_arguments, check_arguments, evaluate, load_model
 from precision import autocast
 from rollout import Sampling, decoder_for
@@ -109,18 +107,6 @@ def run_suite(model, tok, benchmarks, out_dir, protocol, template="auto", batch_
     write_text(os.path.join(out_dir, "summary.json"),
                json.dumps({"model": model_name, "benchmarks": summaries}, indent=2))
     return summaries, table
-
-
-def model_fingerprint(model):
-    """16 hex digits that change with the model's config or any of its weights: a hash of the config and,
-    per tensor, its name, shape, dtype, sum and first values (reductions on the device: no copy)."""
-    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            flat = t.detach().flatten()
-            h.update(f"{name}{tuple(t.shape)}{t.dtype}{flat.double().sum().item()!r}"
-                     f"{flat[:4].double().tolist()}".encode())
-    return h.hexdigest()[:16]
 
 
 def suite_table(summaries, k, model_name="", names_of_model=""):

@@ -34,11 +34,12 @@ import parallel
 import plan
 from checkpoint import (PhaseClock, StopFlag, append_metrics, prepare_out_dir, save_checkpoint, save_final,
                         start_or_resume)
-from config import check_config, parse_args
+from config import check_config, learning_rate_of, parse_args
 from data import (DataError, completion_tokens, load_model_and_tokenizer, problem_sets, prompt_sets,
                   prompts_for_step, upcoming_prompts)
 from eval import shared_accuracy
 from grpo import group_advantages, informative_groups, tie_probability
+from lora import add_adapters
 from precision import autocast, precision
 from resample import resample_ties
 from reward import rewards
@@ -62,6 +63,7 @@ class Run:
     sampling: Sampling               # how rollouts are drawn (--temperature, --top-p, ...)
     decoder: object = None           # rollout.sample's decoder: None (eager), or compiled (--compile)
     clock: PhaseClock = None         # seconds and peak memory of each phase, for the metrics row
+    model_path: str = ""             # the model's directory or hub id (LoRA: the adapters' base)
     rollouts: int = 0                # sampled so far, all ranks, resampled ones included
     data_pos: int = 0                # prompts of the data stream used so far, all ranks (data.stream_prompts)
 
@@ -157,12 +159,13 @@ def learning_rate(step, cfg):
     """--lr at `step`: linear warm-up, then constant, cosine or linear decay to 0. A function of the step
     alone (set before each step, as nanoGPT does), so a step that makes no update moves it all the same
     and a resumed run needs no schedule state."""
+    lr = learning_rate_of(cfg)                       # --lr, or its default (LoRA's larger)
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+        return lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
-        return cfg.lr
+        return lr
     frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else max(0.0, 1 - frac))
+    return lr * (0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else max(0.0, 1 - frac))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -173,27 +176,35 @@ def setup(cfg, device, log):
     train_set, held_out = problem_sets(cfg.data, cfg.eval_data, cfg.problem_field, cfg.answer_field)
     path = cfg.model or builtin_model_dir(cfg.cache_dir, cfg.seed, cfg.warm_start_target, device, log)
     home = "cpu" if cfg.cpu_offload else device   # --cpu-offload: parallel.wrap moves it a layer at a time
-    raw_model, tok = load_model_and_tokenizer(path, home, cfg.dtype, cfg.gradient_checkpointing)
     mixed = torch.bfloat16 if precision(cfg.dtype, device) == "mixed" else None   # bf16 compute, fp32 weights
+    weights = "bfloat16" if cfg.lora_rank and mixed else cfg.dtype       # LoRA: a frozen base in bf16 will do
+    raw_model, tok = load_model_and_tokenizer(path, home, weights, cfg.gradient_checkpointing)
+    if cfg.lora_rank:                   # adapters beside the frozen model (lora.py); only they train
+        try:
+            targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+            add_adapters(raw_model, cfg.lora_rank, cfg.lora_alpha, targets, seed=cfg.seed)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
     train_set, held_out = prompt_sets(train_set[:cfg.train_problems or None], held_out, tok,
                                       template=cfg.template, builtin=not cfg.data,
                                       max_tokens=cfg.max_prompt_tokens, log=log)
-    ref_model = None                       # a frozen copy, in bf16 under mixed precision
-    if cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial"):
+    ref_model = None      # a frozen copy, in bf16 under mixed precision (LoRA: the model, adapters off)
+    if (cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial")) and not cfg.lora_rank:
         ref_model = copy.deepcopy(raw_model).eval().requires_grad_(False).to(device, mixed or raw_model.dtype)
     # torchrun: DDP or FSDP2 shards; --cpu-offload: FSDP2, state in host memory (before the optimizer is made)
     model = parallel.wrap(raw_model, fsdp=cfg.fsdp, device=device, compute_dtype=mixed,
                           cpu_offload=cfg.cpu_offload)
     # on a GPU the fused AdamW step: one kernel, no full-size temporary (the foreach step makes N x 4 bytes)
     fused = {"fused": True} if device.type == "cuda" and not cfg.cpu_offload else {}
-    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+    trainable = [p for p in raw_model.parameters() if p.requires_grad]               # LoRA: the adapters
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate_of(cfg), weight_decay=cfg.weight_decay, **fused)
     sampling = Sampling(max_new_tokens=completion_tokens(cfg.max_new_tokens, cfg.data),
                         temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                         max_rows=cfg.rollout_batch_size or None)
     return Run(raw_model=raw_model, model=model, ref_model=ref_model, optimizer=optimizer, tok=tok,
                eos=stop_token_ids(raw_model, tok), device=device, train_set=train_set,
                held_out=held_out[:cfg.eval_problems], sampling=sampling,
-               decoder=decoder_for(raw_model, cfg.compile), clock=PhaseClock(device))
+               decoder=decoder_for(raw_model, cfg.compile), clock=PhaseClock(device), model_path=path)
 
 
 def held_out_accuracy(run, cfg):
@@ -272,7 +283,7 @@ def finish(run, cfg, acc_before, t_start, log):
     summary = {"held_out_before": acc_before, "held_out_after": acc_after,
                "rollouts": run.rollouts, "steps": cfg.steps,
                "wall_s": round(wall, 1), "out_dir": cfg.out_dir}
-    save_final(cfg.out_dir, run.model, run.tok, summary, save_model=cfg.save)
+    save_final(cfg.out_dir, run.model, run.tok, summary, cfg, base_path=run.model_path)
     before = f"{acc_before:.1%}" if acc_before is not None else "(see the run's first part)"
     acc = ("not measured (no held-out set: pass one with --eval-data FILE.jsonl)" if acc_after is None
            else f"{before} -> {acc_after:.1%}")

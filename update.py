@@ -12,6 +12,7 @@ passes so that every rank makes as many backward passes (parallel.py).
     stats = update_policy(run, batch, cfg)        # accumulate_gradients, then optimizer_step, mu times
 """
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,7 @@ import torch
 import parallel
 from data import completion_tokens
 from grpo import aggregation_weight, dpo_loss, grpo_loss, preference_pairs
+from lora import adapters_off
 from precision import autocast
 from rollout import left_pad, sequence_logprobs
 
@@ -65,11 +67,16 @@ def make_batch(problems, rollout, r, adv, cfg, pad_token_id):
 # sampler's log-probs stay as a monitor (sampler_gap_mean / _max; docs/precision.md).
 def reference_and_old_logprobs(run, batch, cfg):
     """Fill in the log-probs the objective reads besides the update's own: pi_ref (--beta > 0; DPO's
-    initial reference, as sequence sums) and pi_old with --num-iterations > 1 (DPO's 'old' reference)."""
-    if cfg.beta > 0:
-        batch.ref_logp = reference_logprobs(run.ref_model, batch, cfg)
-    if cfg.loss == "dpo" and cfg.dpo_ref == "initial":
-        batch.ref_seq = (reference_logprobs(run.ref_model, batch, cfg) * batch.mask).sum(1)
+    initial reference, as sequence sums) and pi_old with --num-iterations > 1 (DPO's 'old' reference).
+    pi_ref is the frozen copy run.ref_model, or with LoRA the policy itself with its adapters off."""
+    if cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial"):
+        frozen = run.ref_model
+        with contextlib.nullcontext(frozen) if frozen is not None else adapters_off(run.model) as ref_model:
+            ref_logp = reference_logprobs(ref_model, batch, cfg)                              # (B, T)
+        if cfg.beta > 0:
+            batch.ref_logp = ref_logp
+        if cfg.loss == "dpo" and cfg.dpo_ref == "initial":
+            batch.ref_seq = (ref_logp * batch.mask).sum(1)                                      # (B,)
     if cfg.num_iterations > 1:
         batch.old_logp = old_logprobs(run.model, batch, cfg)
         if cfg.loss == "dpo" and cfg.dpo_ref == "old":

@@ -23,6 +23,8 @@ memory, is full size). For each option the GRPO log-probs of --seqs sequences ar
   chunk       hidden states, then lm_head + log-softmax 128 positions at a time (--logprob-chunk 128)
   ckpt        gradient checkpointing of the decoder layers (--gradient-checkpointing)
   chunk+ckpt  both
+  chunk+ckpt+lora16  both, and LoRA adapters of rank 16 on every Linear of attention and the MLP, the
+              base frozen (--lora-rank 16: lora.py)
 
 Peak memory is the growth of the process's peak RSS on CPU (each option runs in a fresh process),
 torch.cuda.max_memory_allocated on a GPU, divided by the number of sequences. Each result is also
@@ -46,7 +48,8 @@ CONFIGS = {
     "Qwen2.5-1.5B": dict(hidden_size=1536, intermediate_size=8960, num_attention_heads=12, num_key_value_heads=2,
                          tie_word_embeddings=True),
 }
-OPTIONS = {"plain": (0, False), "chunk": (128, False), "ckpt": (0, True), "chunk+ckpt": (128, True)}
+OPTIONS = {"plain": (0, False, 0), "chunk": (128, False, 0), "ckpt": (0, True, 0), "chunk+ckpt": (128, True, 0),
+           "chunk+ckpt+lora16": (128, True, 16)}
 
 WORKER = """
 import json, resource, sys, time, torch
@@ -58,6 +61,9 @@ torch.manual_seed(0)
 dev = torch.device(a["device"])
 cfg = Qwen2Config(vocab_size=151936, num_hidden_layers=a["layers"], max_position_embeddings=4096, **a["config"])
 model = Qwen2ForCausalLM(cfg).to(dev)
+if a["lora"]:
+    import lora
+    lora.add_adapters(model, a["lora"], 32.0)
 if a["ckpt"]:
     (getattr(model, 'activation_checkpointing_enable', None) or model.gradient_checkpointing_enable)()
 model.train()
@@ -101,10 +107,11 @@ def planned_mb_per_seq(cfg, layers, seqs, prompt, completion, chunk, ckpt, devic
     return total / 2 ** 20 / seqs
 
 
-def measure(cfg, layers, seqs, prompt, completion, chunk, ckpt, device):
+def measure(cfg, layers, seqs, prompt, completion, option, device):
     """One option in a fresh process: {"peak_mb_per_seq", "tokens_per_s"}, and plan.py's "planned_mb_per_seq"."""
+    chunk, ckpt, rank = OPTIONS[option]
     a = dict(config=cfg, layers=layers, seqs=seqs, prompt=prompt, completion=completion, chunk=chunk, ckpt=ckpt,
-             device=device)
+             lora=rank, device=device)
     out = subprocess.run([sys.executable, "-c", WORKER.format(root=os.path.abspath(ROOT)), json.dumps(a)],
                          capture_output=True, text=True)
     if out.returncode:
@@ -199,9 +206,8 @@ def main():
     for cname in args.configs:
         cfg, base = CONFIGS[cname], None
         for opt in args.options:
-            chunk, ckpt = OPTIONS[opt]
             try:
-                r = measure(cfg, args.layers, args.seqs, args.prompt, args.completion, chunk, ckpt, device)
+                r = measure(cfg, args.layers, args.seqs, args.prompt, args.completion, opt, device)
             except RuntimeError as e:
                 print(f"{cname:<16}{opt:<12} failed: {e}")
                 continue

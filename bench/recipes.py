@@ -1,6 +1,7 @@
-"""Recipes that fit: for each card size and model, the flags plan.py finds for full fine-tuning.
+"""Recipes that fit: for each card size and model, the flags plan.py finds for full fine-tuning, and
+for LoRA (--lora-rank 16) on the cards people own.
 
-    python bench/recipes.py            # prints docs/gpu.md's recipe table (config.json shapes only)
+    python bench/recipes.py            # prints docs/gpu.md's two recipe tables (config.json shapes only)
 
 Base run (the paper's setup scaled to one GPU): 2-GRPO, 64 prompts x 2 rollouts per step, 1024 new
 tokens, MATH prompts of at most 512 tokens, micro-batches of 8, fp32 weights with AdamW and bf16
@@ -28,6 +29,9 @@ SHAPES = {   # config.json of each model (the fields plan.shape reads)
 }
 CARDS = [16, 24, 48, 80, 141]          # GiB: e.g. T4 / V100-16, RTX 4090 / A10, A6000 / L40S, A100 / H100, H200
 BASE = Config(group_size=2, prompts_per_step=64, max_new_tokens=1024, max_prompt_tokens=512, micro_batch_size=8)
+LORA_ROWS = ([("Qwen2.5-Math-1.5B", card) for card in (8, 12, 16, 24)]
+             + [("Qwen2.5-Math-7B", card) for card in (24, 48)])
+LORA_RANK = 16
 
 
 def model_config(name):
@@ -35,14 +39,14 @@ def model_config(name):
     return Qwen2Config(**SHAPES[name])
 
 
-def recipe(name, card):
+def recipe(name, card, base=BASE):
     """(flags, ranks, planned GiB with the CUDA context, host GiB for --cpu-offload, 0 without) for the
     model on a card; flags "" when the base run fits as it is; None when nothing fits on 8 cards."""
     s = plan.shape(model_config(name))
-    total = plan.plan(BASE, s, "cuda")[1]
+    total = plan.plan(base, s, "cuda")[1]
     if plan.needed_gib(total) <= card:
         return "", 1, plan.needed_gib(total), 0
-    fixes = plan.suggestions(BASE, s, card, "cuda")
+    fixes = plan.suggestions(base, s, card, "cuda", lora=False)
     if not fixes:
         return None
     flags, total = fixes[0]
@@ -67,5 +71,25 @@ def table():
     return "\n".join(lines)
 
 
+def lora_table():
+    """LoRA rows: the base run with --lora-rank 16 (a frozen bf16 base, fp32 adapters and their AdamW
+    moments) on the cards most people own; planned, until a GPU measures them."""
+    import dataclasses
+    base = dataclasses.replace(BASE, lora_rank=LORA_RANK)
+    lines = ["| card (GiB) | model | flags added to the base run and `--lora-rank 16` | planned peak, with "
+             "context and slack (GiB) | measured |", "|---|---|---|---|---|"]
+    for name, card in LORA_ROWS:
+        r = recipe(name, card, base)
+        if r is None or r[1] > 1:
+            lines.append(f"| {card} | {name} | does not fit 95% of one such card (the plan's margin) "
+                         f"| - | - |")
+            continue
+        flags, _, peak, _ = r
+        lines.append(f"| {card} | {name} | {('`' + flags + '`') if flags else '(none)'} | {peak:.1f} | planned |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     print(table())
+    print()
+    print(lora_table())

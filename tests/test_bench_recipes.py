@@ -49,3 +49,26 @@ def test_each_recipe_gets_its_verdict(tmp_path, capsys, monkeypatch, row):
     if "--cpu-offload" in flags:                  # the plan names the host memory the offloaded state needs
         printed_host = float(printed.split("per rank for --cpu-offload: ")[1].split(" GiB")[0])
         assert printed_host == pytest.approx(float(host), abs=0.5)
+
+
+@pytest.mark.parametrize("row", range(len(recipes.LORA_ROWS)))
+def test_each_lora_recipe_gets_its_verdict(tmp_path, capsys, row):
+    """docs/gpu.md's LoRA rows are what bench/recipes.py prints; each row's flags with --lora-rank 16
+    fit its card under --plan, and a row that does not fit has no flags that would."""
+    table = recipes.lora_table()
+    assert table in open(os.path.join(ROOT, "docs", "gpu.md")).read(), "docs/gpu.md LoRA table is out of date"
+    card, name, flags, peak, _ = [c.strip() for c in table.splitlines()[2 + row].strip("|").split("|")]
+    model = tmp_path / name
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"],
+                                                   **recipes.SHAPES[name]}))
+    lora = ["--lora-rank", str(recipes.LORA_RANK)]
+    if flags.startswith("does not fit"):              # not even with every memory flag at its smallest
+        out = train.main(["--plan", "--model", str(model), *BASE, *lora, "--logprob-chunk", "256",
+                          "--gradient-checkpointing", "--micro-batch-size", "1", "--rollout-batch-size", "8"])
+        assert plan.needed_gib(out["total_gib"] * plan.GiB) > plan.MARGIN * float(card)
+        return
+    out = train.main(["--plan", "--model", str(model), *BASE, *lora, *shlex.split(flags.strip("`")), "--gpu-memory",
+                      card])
+    assert "fits:" in capsys.readouterr().out
+    assert plan.needed_gib(out["total_gib"] * plan.GiB) == pytest.approx(float(peak), abs=0.06)

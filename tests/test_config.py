@@ -13,7 +13,9 @@ ROOT = __import__("os").path.dirname(__import__("os").path.dirname(__import__("o
 
 @pytest.mark.parametrize("argv,says", [
     (["--prompts-per-step", "0"], "--prompts-per-step 0 must be >= 1"),
-    (["--lr", "-1"], "--lr -1.0 must be > 0"),
+    (["--lr", "-1"], "--lr -1.0 must be >= 0"),
+    (["--lora-rank", "-1"], "--lora-rank -1 must be >= 0"),
+    (["--lora-rank", "4", "--fsdp"], "--lora-rank does not go with --fsdp or --cpu-offload yet"),
     (["--max-new-tokens", "-5"], "--max-new-tokens -5 must be >= 0"),
     (["--top-p", "1.5"], "--top-p 1.5 must be in (0, 1]"),
     (["--eps-low", "1"], "--eps-low 1.0 must be in [0, 1)"),
@@ -32,8 +34,8 @@ def test_a_bad_flag_is_one_line_naming_it(argv, says):
 def test_every_problem_is_named_at_once_and_the_defaults_pass():
     check_config(Config())
     with pytest.raises(SystemExit) as e:
-        parse_args(["--steps", "0", "--lr", "0"])
-    assert "--steps 0 must be >= 1" in str(e.value) and "--lr 0.0 must be > 0" in str(e.value)
+        parse_args(["--steps", "0", "--lr", "-1"])
+    assert "--steps 0 must be >= 1" in str(e.value) and "--lr -1.0 must be >= 0" in str(e.value)
 
 
 @pytest.mark.parametrize("argv", [["--prompts-per-step", "0"], ["--lr", "-1"], ["--max-new-tokens", "-5"],

@@ -8,7 +8,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # every module of the project: the chapters, their reference pages and appendices (conftest.py is pytest's)
 MODULES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "*.py")) if not p.endswith("conftest.py"))
 CHAPTERS = ["grpo", "rollout", "reward", "data", "train", "eval", "checkpoint", "parallel", "config", "plan",
-            "resample", "kv_cache", "compiled", "precision", "mathparse", "tiny_model", "suite", "update"]
+            "resample", "kv_cache", "compiled", "precision", "mathparse", "tiny_model", "suite", "update", "lora"]
 
 
 def imports(name):

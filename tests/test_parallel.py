@@ -136,16 +136,18 @@ def torchrun(argv, root):
     return proc
 
 
-@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+@pytest.mark.parametrize("engine", ["ddp", "fsdp", "ddp-lora"])
 def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir, engine):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / engine
-    # FSDP with the memory options and a KL reference too: each changes how the sharded model is run
-    extra = dict(fsdp=True, gradient_checkpointing=True, logprob_chunk=4, beta=0.04) if engine == "fsdp" else {}
+    # FSDP with the memory options and a KL reference too: each changes how the sharded model is run;
+    # LoRA under DDP: only the adapters train, the reference is the model with its adapters off
+    extra = {"fsdp": dict(fsdp=True, gradient_checkpointing=True, logprob_chunk=4, beta=0.04),
+             "ddp-lora": dict(lora_rank=4, lr=5e-3, beta=0.04, prompts_per_step=32)}.get(engine, {})
     torchrun(small_run_args(tmp_path, tiny_model_dir, steps=2, out_dir=str(out), **extra), root)
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [0, 1]                    # rank 0 alone logs
-    assert rows[-1]["rollouts"] == 2 * 8 * 2                      # 8 prompts per step over both ranks
+    assert rows[-1]["rollouts"] == 2 * extra.get("prompts_per_step", 8) * 2      # prompts over both ranks
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 2
     # the ranks share the held-out problems; greedy, so the start accuracy is one process's
     summary = json.load(open(out / "summary.json"))
@@ -154,9 +156,13 @@ def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir, engine):
     held_out = build_prompts(tiny_task_problems()["test"][:16], tok, "auto", builtin=True)
 
     def alone(model):          # one process's greedy accuracy of a model on the 16 problems
-        return evaluate(AutoModelForCausalLM.from_pretrained(model), tok, held_out, Sampling(max_new_tokens=12, temperature=0.0, max_rows=64), progress=False)["mean@1"]
+        return evaluate(AutoModelForCausalLM.from_pretrained(model), tok, held_out,
+                        Sampling(max_new_tokens=12, temperature=0.0, max_rows=64), progress=False)["mean@1"]
     assert summary["held_out_before"] == pytest.approx(alone(tiny_model_dir))
     assert summary["held_out_after"] == pytest.approx(alone(out / "model"))      # the saved final model
+    if engine == "ddp-lora":            # the checkpoint holds the adapters alone; the final model is merged
+        ckpt = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+        assert ckpt and all(".adapter." in k for k in ckpt) and (out / "adapter" / "adapter_config.json").exists()
     if engine == "fsdp":
         # resume from the gathered checkpoint into a sharded model, one more step
         torchrun(small_run_args(tmp_path, tiny_model_dir, steps=3, out_dir=str(out), resume=True, **extra), root)

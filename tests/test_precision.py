@@ -187,9 +187,11 @@ def sampler_as_pi_old(monkeypatch):
 def test_fp32_runs_train_as_with_the_samplers_log_probs_as_pi_old(case, tmp_path, tiny_model_dir, monkeypatch):
     """In fp32 the sampler's log-probs and the training forward's agree to rounding, so taking pi_old
     from the training forward changes nothing but that rounding: a 3-step run and the same run with the
-    sampler's log-probs as pi_old (computed here, on this machine) log the same rewards, and losses,
-    gradient norms and ratios equal to 1e-4. The reference run replays the first run's rollouts, so the
-    comparison never depends on a sampled token falling the same way twice."""
+    sampler's log-probs as pi_old (computed here, on this machine) log the same rewards, the same first
+    ratio to 1e-6, and losses, gradient norms and ratios equal to 1e-3 (AdamW's first steps are sign-like:
+    a gradient entry at rounding level may step either way, so after an update the two runs part by
+    ~1e-4, more or less by CPU). The reference run replays the first run's rollouts, so the comparison
+    never depends on a sampled token falling the same way twice."""
     drawn = []
     real = rollout.sample
 
@@ -205,13 +207,16 @@ def test_fp32_runs_train_as_with_the_samplers_log_probs_as_pi_old(case, tmp_path
     assert next(replay, None) is None                              # both runs sampled as often
     new, old = metrics(tmp_path / "new" / "run"), metrics(tmp_path / "old" / "run")
     assert len(new) == len(old) == 3 and any("grad_norm" in r for r in new)
+    first = "ratio_mean_first_update" if "ratio_mean_first_update" in new[0] else "ratio_mean"
+    if first in new[0]:                                           # the first update: on-policy in both
+        assert new[0][first] == 1.0 and old[0][first] == pytest.approx(1.0, abs=1e-6)
     for got, want in zip(new, old):
         assert got["reward_mean"] == want["reward_mean"] and ("grad_norm" in got) == ("grad_norm" in want)
         if "grad_norm" in got:
             assert got["sampler_gap_max"] < 1e-4                  # fp32: the two log-probs agree to rounding
         for key in ("loss", "grad_norm", "ratio_mean", "clip_frac", "kl", "reward_margin"):
             if key in want:
-                assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+                assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-6), key
 
 
 def test_mixed_precision_forward_keeps_no_autocast_weight_cache():

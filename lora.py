@@ -1,0 +1,146 @@
+"""lora.py: LoRA in plain PyTorch: train two small matrices beside each Linear, not the model.
+
+Appendix to chapter 5 (train.py --lora-rank R). Each chosen nn.Linear y = W x keeps its weight W
+(out, in), frozen, and gains an adapter of rank r:
+
+    y = W x + (alpha / r) B A x          A: (r, in), random;  B: (out, r), zero
+                                         (Hu et al. 2021, eq. 3; A initialized as nn.Linear does)
+
+so the adapted model starts exactly at the base model (B A = 0), and only A and B receive gradients:
+r (in + out) numbers per layer instead of in x out. The adapter is a small module (Adapter) attached
+to the Linear as `.adapter`, whose output a forward hook adds to the Linear's; the model keeps its
+Hugging Face class, so loading, gradient checkpointing, DDP and FSDP2 see the model they know.
+
+For RL this costs next to nothing: "LoRA Without Regret" (Schulman et al., Thinking Machines, 2025)
+finds LoRA, even at rank 1, matches full fine-tuning on RL for math when every Linear of attention and
+the MLP is adapted, at about 10x full fine-tuning's learning rate; a policy-gradient step carries about
+one bit per episode. (A tiny model learning a new skill from scratch, as the built-in task's, needs
+more rank than a pretrained model eliciting one: docs/training.md, LoRA.)
+
+What the rest of the code does with adapters:
+  - the reference policy (--beta > 0, DPO's initial reference) is the same model with its adapters off
+    (adapters_off): no second copy of the model;
+  - sampling reads merged weights W + (alpha / r) B A, made once per call beside the bf16 copies
+    precision.weights_in_compute_dtype makes anyway: no extra matmuls per token;
+  - a checkpoint holds the adapters and their optimizer state (trainable_state), the base is named by
+    path and fingerprint; the final model/ is the merged model (merged_state_dict) and adapter/ holds
+    the adapters in PEFT's file layout (save_adapter), which peft.PeftModel.from_pretrained loads.
+"""
+
+import contextlib
+import json
+import math
+import os
+
+import torch
+
+# every Linear of attention and of the MLP (Qwen2, Llama and most decoders name them so); the embeddings
+# and the output head stay frozen
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class Adapter(torch.nn.Module):
+    """The low-rank update of one Linear: x -> (alpha / r) B A x, its weights in fp32."""
+
+    def __init__(self, linear, rank, alpha, generator=None):
+        super().__init__()
+        self.A = torch.nn.Parameter(torch.empty(rank, linear.in_features))
+        self.B = torch.nn.Parameter(torch.zeros(linear.out_features, rank))
+        torch.nn.init.kaiming_uniform_(self.A, a=math.sqrt(5), generator=generator)   # as nn.Linear's weight
+        self.to(linear.weight.device)
+        self.scale = alpha / rank
+        self.enabled = True
+
+    def forward(self, x):                                  # x: (..., in) -> (..., out)
+        return torch.nn.functional.linear(torch.nn.functional.linear(x, self.A), self.B) * self.scale
+
+    def delta_weight(self):
+        """(alpha / r) B A: (out, in), what the adapter adds to the Linear's weight."""
+        return (self.B @ self.A) * self.scale
+
+
+def _add_adapter_output(linear, inputs, output):
+    """The Linear's forward hook: W x, plus the adapter's output while it is on."""
+    adapter = linear.adapter
+    return output + adapter(inputs[0]).to(output.dtype) if adapter.enabled else output
+
+
+def add_adapters(model, rank, alpha, targets=DEFAULT_TARGETS, seed=0):
+    """Freeze every weight of `model` and give each nn.Linear whose name ends in one of `targets` an
+    Adapter of rank `rank`, its A drawn from a generator seeded with `seed` (the same command, the same
+    adapters). Returns the names of the adapted Linears; raises ValueError (one line) when no Linear
+    matches or the rank is above the smallest adapted width."""
+    chosen = {name: m for name, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in targets}
+    if not chosen:
+        raise ValueError(f"--lora-targets {','.join(targets)} match no Linear layer of the model")
+    narrowest = min(min(m.in_features, m.out_features) for m in chosen.values())
+    if rank > narrowest:
+        raise ValueError(f"--lora-rank {rank} is above the narrowest adapted layer's width ({narrowest})")
+    model.requires_grad_(False)
+    generator = torch.Generator().manual_seed(seed)
+    for m in chosen.values():
+        m.adapter = Adapter(m, rank, alpha, generator)
+        m.register_forward_hook(_add_adapter_output)
+    return sorted(chosen)
+
+
+def adapters(model):
+    """{name of the adapted Linear: its Adapter}."""
+    return {name: m.adapter for name, m in model.named_modules()
+            if isinstance(getattr(m, "adapter", None), Adapter)}
+
+
+def has_adapters(model):
+    return any(isinstance(m, Adapter) for m in model.modules())
+
+
+@contextlib.contextmanager
+def adapters_off(model):
+    """The base model for the duration: every adapter off (the reference policy of --beta and DPO)."""
+    found = [a for a in model.modules() if isinstance(a, Adapter)]
+    for a in found:
+        a.enabled = False
+    try:
+        yield model
+    finally:
+        for a in found:
+            a.enabled = True
+
+
+def trainable_state(state_dict, model):
+    """The entries of a state dict that train: the adapters' (a LoRA checkpoint holds only these)."""
+    names = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in state_dict.items() if k in names}
+
+
+def merged_state_dict(state_dict, rank, alpha):
+    """The base model's state dict with every adapter merged into its Linear: W + (alpha / r) B A, in W's
+    dtype, and no adapter entries: an ordinary Hugging Face model (from_pretrained reads it)."""
+    out = {k: v for k, v in state_dict.items() if ".adapter." not in k}
+    for key in [k for k in state_dict if k.endswith(".adapter.A")]:
+        linear = key[:-len(".adapter.A")]
+        A, B = state_dict[key].float(), state_dict[linear + ".adapter.B"].float()     # (r, in), (out, r)
+        weight = out[linear + ".weight"]                                                # (out, in)
+        out[linear + ".weight"] = (weight.float() + (B @ A) * (alpha / rank)).to(weight.dtype)
+    return out
+
+
+def save_adapter(directory, state_dict, rank, alpha, targets, base_model):
+    """The adapters in PEFT's layout: adapter_config.json and adapter_model.safetensors, whose keys are
+    PEFT's (base_model.model.<linear>.lora_A.weight (r, in), .lora_B.weight (out, r)), so that
+    peft.PeftModel.from_pretrained(base, directory) loads them."""
+    from safetensors.torch import save_file
+    os.makedirs(directory, exist_ok=True)
+    tensors = {}
+    for key, value in state_dict.items():
+        if key.endswith(".adapter.A") or key.endswith(".adapter.B"):
+            linear, which = key.rsplit(".adapter.", 1)
+            tensors[f"base_model.model.{linear}.lora_{which}.weight"] = value.detach().cpu().contiguous()
+    save_file(tensors, os.path.join(directory, "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": alpha,
+              "target_modules": sorted(targets), "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
+              "base_model_name_or_path": base_model, "inference_mode": True, "init_lora_weights": True,
+              "use_rslora": False, "use_dora": False, "modules_to_save": None}
+    with open(os.path.join(directory, "adapter_config.json"), "w") as f:
+        json.dump(config, f, indent=2)

@@ -1,0 +1,23 @@
+"""bench/lora.py runs each arm (full fine-tuning, LoRA) as the default run in a fresh process and puts
+them in one table, LoRA's accuracy relative to full fine-tuning's measured in the same run."""
+
+import importlib.util
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_lora_table_has_every_arm_with_its_accuracy_time_and_memory(tiny_model_dir, capsys):
+    spec = importlib.util.spec_from_file_location("bench_lora", os.path.join(ROOT, "bench", "lora.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cache = os.path.dirname(os.path.dirname(tiny_model_dir))                    # the fixture's warm start
+    results, lines = bench.main(["--ranks", "2", "--seeds", "0", "--steps", "2", "--cache-dir", cache,
+                                 "--warm-start-target", "0.02", "--eval-problems", "16"])
+    assert [name for name, _ in results] == ["full fine-tuning", "LoRA r 2"]
+    assert [lr for _, lr in results] == [2e-4, 2e-4 * bench.LORA_LR]
+    for rows in results.values():
+        (acc, wall, peak), = rows
+        assert 0 <= acc <= 1 and wall > 0 and peak > 100           # a whole training process, in MB
+    assert lines[-2].startswith("| full fine-tuning | 2e-04 |")
+    assert lines[-1].startswith("| LoRA r 2 |")
