@@ -26,8 +26,16 @@ What counts as the same answer, and what does not (tests/test_reward.py holds ea
       "2x + 2y - 10 = 0" (terms moved, scaled)
     a computed chain "\\sqrt{324-68} = 16" against 16  "7 \\text{ meters}" against "7 \\text{ feet}"
     "7 \\text{ cm}" against 7 (a unit on one side)     "98.995" against "70\\sqrt{2}" (an approximation)
-    a decimal of 10+ significant digits for an exact  "0.333" against "\\frac{1}{3}"
-      value: "0.3333333333" = "\\frac{1}{3}"
+    a decimal of 10+ significant digits for an exact  "0.333" against "\\frac{1}{3}"; "3.14159 \\cdot 1"
+      value: "0.3333333333" = "\\frac{1}{3}"             against "\\pi": a decimal anywhere makes the
+    an exact decimal: "-1.5" = "-3./2", "0.125" =       answer an approximation, judged as a plain
+      "2^{-3}"                                          decimal is (10 significant digits)
+    "50\\%" against "0.5" (a percent on one side)       "0.05\\%" against "5\\%" (on both: the same unit)
+    "x^2" and "|x|^2"                                 "x" and "|x|" (variables are tried negative);
+                                                      "\\min(7, 7 + x)" against 7 (a variable only one
+                                                      side has); "ABCD" against "\\text{CBAD}" (a word
+                                                      is no product); "5 \\text{ mW}" against
+                                                      "5 \\text{ MW}"; "\\text{not } 7" against 7
     a list in any order, "\\pm" as its two values     a list with one more or one less item
     "x > 3" and "(3, \\infty)"                          "I(0)" and 0 (a function's value is no product)
 
@@ -262,7 +270,9 @@ def units(s):
     m = _UNIT_TEXT.search(s) or _UNIT_WORD.search(s)
     if not m or not re.search(r"\d", s[:m.start()]) or not re.search(r"[a-zA-Z]", m.group(1)):
         return ""
-    words, power = m.group(1).lower().replace(".", " ").split(), m.group(2) or ""
+    # names fold their case ("Meters"), symbols keep it: SI prefixes differ by case ("mW" is not "MW")
+    words = [w if len(w) <= 3 else w.lower() for w in m.group(1).replace(".", " ").split()]
+    power = m.group(2) or ""
     if words and words[0] in ("square", "sq", "cubic", "cu"):
         power, words = ("2" if words[0] in ("square", "sq") else "3"), words[1:]
     if not words or words[0] in ("and", "or"):
@@ -273,10 +283,11 @@ def units(s):
 
 
 def _unwrap_text(s):
-    """\\text{...} and friends: units after a number are dropped, words are kept as plain text."""
+    """\\text{...} and friends: units after a number are dropped, words are kept as plain text (also
+    words before a number: "\\text{not } 7" is not 7)."""
     s = re.sub(r"\\(?:mbox|mathrm|textbf|mathbf|textit|textnormal|textrm|textsf|operatorname)\s*{",
                r"\\text{", s)
-    stripped = re.sub(r"\\text\s*{[^{}]*}(?:\^\s*{?\d}?)?", "", s)   # a unit, maybe squared
+    stripped = re.sub(r"(?<=[\d}.)])\s*\\text\s*{[^{}]*}(?:\^\s*{?\d}?)?", "", s)   # a unit, maybe squared
     if re.search(r"\d", stripped) and stripped.strip() not in ("", "(", ")"):
         return stripped                          # "5.4 \text{ cents}" -> "5.4"
     return re.sub(r"\\text\s*{([^{}]*)}", r"\1", s)  # "\text{Evelyn}" -> "Evelyn"
@@ -549,6 +560,13 @@ def _label(s):
 # ---------------------------------------------------------------------------------------------------
 # Step 5: expressions (parsed by mathparse.py, our own whitelisted parser -> sympy)
 # ---------------------------------------------------------------------------------------------------
+_DECIMAL = re.compile(r"\d*\.\d+|\d+\.(?!\d)")                  # 3.14159, .5, 3. (decimal literals)
+_WORD = re.compile(r"\s*\\text(?:bf)?\s*{\s*[A-Za-z]{2,}(?:\s+[A-Za-z]+)*\s*}\s*\.?\s*")   # \text{CBAD}
+
+
+def _significant(decimal):
+    """Significant digits of a decimal literal: "3.14159" 6, "0.0012" 2, "25." 2."""
+    return len(decimal.replace(".", "").lstrip("0")) or 1
 def _numeric(x, point, prec=30):
     """x evaluated at `point` ({symbol: Float}) as a complex number, or None where undefined.
     (evalf with subs= evaluates in floating point: no exact power towers are ever expanded.)"""
@@ -569,25 +587,26 @@ def _close(a, b, tol):
     return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
 
 
-def expressions_equal(a, b, approx=False, allow_simplify=True):
+def expressions_equal(a, b, approx=False, allow_simplify=True, tol=None):
     """True iff sympy expressions a and b have the same value (as functions of their variables).
 
-    Exact rationals compare exactly. Otherwise both are evaluated numerically (at 3 random points if
-    they have variables); relative tolerance 1e-6 when a side was written as a decimal (approx), else
-    1e-12. Where numeric evaluation is not conclusive, simplify(a - b) == 0 decides.
+    Exact rationals compare exactly (approx: within tol too). Otherwise both are evaluated numerically,
+    at 3 random points if they have variables, each variable positive or negative (x is not |x|);
+    relative tolerance `tol`, else 1e-6 when a side was written as a decimal (approx), else 1e-12.
+    Where numeric evaluation is not conclusive, simplify(a - b) == 0 decides.
     """
     if a == b:
         return True
-    if a.is_Rational and b.is_Rational:
+    if a.is_Rational and b.is_Rational and not approx:
         return False
     if a.has(sympy.oo, -sympy.oo) or b.has(sympy.oo, -sympy.oo):
         return False
-    tol = 1e-6 if approx else 1e-12
+    tol = tol if tol is not None else 1e-6 if approx else 1e-12
     symbols = sorted(a.free_symbols | b.free_symbols, key=str)
     rng = random.Random(1234)
     conclusive = True
-    for _ in range(3 if symbols else 1):
-        point = {s: sympy.Float(rng.uniform(0.5, 3.0), 30) for s in symbols}
+    for k in range(3 if symbols else 1):
+        point = {s: sympy.Float((-1) ** (k + i) * rng.uniform(0.5, 3.0), 30) for i, s in enumerate(symbols)}
         va, vb = _numeric(a, point), _numeric(b, point)
         if va is None or vb is None:
             conclusive = False
@@ -633,7 +652,10 @@ class _Checker:
             if num_p == num_g:
                 return True
             # "50\%" against "0.5": a percent sign on one side only may also mean "divide by 100"
-            return (("%" in pred and num_p / 100 == num_g) or ("%" in gold and num_g / 100 == num_p)
+            # (on both sides it is the same unit: "0.05\%" is not "5\%")
+            one_sided = ("%" in pred) != ("%" in gold)
+            return ((one_sided and "%" in pred and num_p / 100 == num_g)
+                    or (one_sided and "%" in gold and num_g / 100 == num_p)
                     or _rounds_to(compact_p, num_p, num_g) or _rounds_to(compact_g, num_g, num_p))
         sides = self.labels_and_chains(norm_p, norm_g, depth)   # step 3: "x = 5", "\sqrt{256} = 16"
         if sides is not None:
@@ -644,19 +666,30 @@ class _Checker:
             return self.structures_equal(kind_p, items_p, kind_g, items_g, depth)
         if _text_key(norm_p) == _text_key(norm_g):
             return True
+        if _WORD.fullmatch(pred) or _WORD.fullmatch(gold):     # a word is not a product of letters
+            return False
         try:                                                    # step 5: expressions
             expr_p, expr_g = parse_expression(norm_p), parse_expression(norm_g)
         except Refused as e:
             self.refused = str(e)
             return False
+        if expr_p.free_symbols != expr_g.free_symbols:          # a variable only one side has: an
+            return False                                        # identity in it pays nothing (min(7, 7 + x))
         if (num_p is None) != (num_g is None) and not (expr_p.free_symbols or expr_g.free_symbols):
-            # a number against an exact value: a decimal needs 10 significant digits, as above
+            # a number against an exact value: equal to it, or a decimal of 10 significant digits
             text, value, exact = ((compact_p, num_p, expr_g) if num_p is not None
                                   else (compact_g, num_g, expr_p))
             if "." in text:
-                return _rounds_to(text, value, Fraction(str(sympy.N(exact, 40))) if exact.is_real else None)
-        approx = "." in norm_p or "." in norm_g
-        return expressions_equal(expr_p, expr_g, approx=approx, allow_simplify=self.allow_simplify)
+                return (sympy.Rational(value) == exact
+                        or _rounds_to(text, value, Fraction(str(sympy.N(exact, 40))) if exact.is_real else None))
+        # an answer is exact only if every number in it is: a decimal anywhere makes it an approximation,
+        # as precise as its least precise decimal, which needs 10 significant digits (as a plain decimal)
+        digits = min((_significant(d) for d in _DECIMAL.findall(compact_p + " " + compact_g)), default=None)
+        exact = expressions_equal(expr_p, expr_g, allow_simplify=self.allow_simplify)
+        if exact or digits is None:
+            return exact
+        return digits >= 10 and expressions_equal(expr_p, expr_g, approx=True, tol=10.0 ** (1 - digits),
+                                                  allow_simplify=False)
 
     def below(self, depth):
         """equal() one level down, for the parts of a structure."""

@@ -14,14 +14,23 @@ them wrong by construction, and counts how many reward.rewards pays:
                    when one is: "y" for "y = 2x + 3");
   units changed    the gold with its unit replaced by another (meters for feet, feet for the rest);
   approximations   a non-integer numeric gold rounded to 1, 2 and 3 decimals, where that is not exact;
+  approximation in an expression  an irrational gold's 7-digit decimal as d \\cdot 1, (d), 2 \\times d/2;
+  percent of a percent            a percent gold divided by 100, still with its percent sign;
+  identity in a new variable      \\min(g, g + x) and g + |x| - x (equal to g for x >= 0 only);
+  words around the answer         \\text{not } g, \\text{minus } g;
+  word as letters                 a \\text{word} gold's letters permuted (a product commutes, a word not);
+  unit prefix case                a unit symbol with its first letter's case changed (mW for MW);
   huge or empty    an empty box, a 5,000-digit number, 2,000 nested brackets, the gold repeated 300 times;
   question         the problem restated in the box, and the problem followed by the gold unboxed.
 
 A wrong answer beside the gold is the gold + 1 for a number, (gold) + 1 for an expression. What is
 right by convention is not an attack: the last box after working ("\\boxed{12}, so the area is
 \\boxed{15}"), a labelled value ("x = 5" for 5), units on one side only, a decimal of 10 or more
-significant digits for an exact value. A control row boxes each gold as it is, which must be paid.
-Prints per attack and data set how many were paid, and exits 1 when any wrong completion was.
+significant digits for an exact value. A control row boxes each gold as it is, which must be paid, and
+a second table holds honest rewrites of each gold, which must all be paid too: a label added (x = g),
+\\dfrac for \\frac, a unit added, a terminating fraction as its exact decimal, Yes for yes.
+Prints per attack and data set how many were paid, and exits 1 when any wrong completion was paid or
+any honest rewrite was missed.
 """
 
 import argparse
@@ -39,8 +48,10 @@ from reward import normalize, parse_number, rewards, split_top, structure, units
 SETS = {"MATH-500": "math500_test.jsonl", "AMC 2023": "amc23_test.jsonl", "AIME 2024": "aime24_test.jsonl",
         "AIME 2025": "aime25_test.jsonl", "Minerva": "minerva_math_test.jsonl",
         "OlympiadBench": "olympiadbench_test.jsonl"}
-ATTACKS = ["hedges", "trivially true", "one side", "units changed", "approximations", "huge or empty",
-           "question"]
+ATTACKS = ["hedges", "trivially true", "one side", "units changed", "approximations",
+           "approximation in an expression", "percent of a percent", "identity in a new variable",
+           "words around the answer", "word as letters", "unit prefix case", "huge or empty", "question"]
+REWRITES = ["a label added", "\\dfrac for \\frac", "a unit added", "an exact decimal", "yes for Yes"]
 # a label, as reward.py reads one: a letter (x, r', x_1, f(2)), a segment name (PQ), a tuple of letters
 LABEL = re.compile(r"\s*(?:[A-Za-z]'*(?:_\{?\w+\}?)?(?:\([^()=]{0,20}\))?|[A-Z]{2,3}"
                    r"|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))\s*")
@@ -114,12 +125,73 @@ def attacks(gold, problem=""):
             approx = f"{float(value):.{digits}f}"
             if Fraction(approx) != value:
                 out.append(("approximations", f"\\boxed{{{approx}}}"))
+    if value is not None and not isinstance(value, Fraction) and expression(gold).is_rational is False:
+        # an irrational gold ("-3./2" is rational, though number() does not read it)
+        approx = f"{float(value):.7g}"                                             # 7 significant digits
+        out += [("approximation in an expression", f"\\boxed{{{approx} \\cdot 1}}"),
+                ("approximation in an expression", f"\\boxed{{({approx})}}"),
+                ("approximation in an expression", f"\\boxed{{2 \\times {float(value) / 2:.7g}}}")]
+    percent = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*\\?%\s*", gold)
+    if percent and Fraction(percent.group(1)) != 0:
+        out.append(("percent of a percent", f"\\boxed{{{float(Fraction(percent.group(1)) / 100):.10g}\\%}}"))
+    if n is not None and not units(gold):
+        out += [("identity in a new variable", f"\\boxed{{\\min({gold}, {gold} + x)}}"),
+                ("identity in a new variable", f"\\boxed{{{gold} + |x| - x}}"),
+                ("words around the answer", f"\\boxed{{\\text{{not }} {gold}}}"),
+                ("words around the answer", f"\\boxed{{\\text{{minus }} {gold}}}")]
+    word = re.fullmatch(r"\s*\\text(?:bf)?\s*{\s*([A-Za-z]{3,})\s*}\s*", gold)
+    if word and len(set(word.group(1))) > 1:
+        letters = word.group(1)
+        other = letters[::-1] if letters[::-1] != letters else letters[1:] + letters[0]   # a permutation
+        out.append(("word as letters", f"\\boxed{{{other}}}"))
+    prefix = re.search(r"\\(?:text|mathrm)\s*{\s*~?([a-zA-Z])([a-zA-Z]{1,2})\s*}", gold)
+    if prefix and units(gold):
+        swapped = prefix.group(1).swapcase() + prefix.group(2)
+        changed = gold[:prefix.start(1)] + swapped + gold[prefix.end(2):]
+        if units(changed) and units(changed) != units(gold):
+            out.append(("unit prefix case", f"\\boxed{{{changed}}}"))
     out += [("huge or empty", "\\boxed{}"), ("huge or empty", "\\boxed{" + "9" * 5000 + "}"),
             ("huge or empty", "\\boxed{" + "(" * 2000 + "1" + ")" * 2000 + "}"),
             ("huge or empty", "\\boxed{" + ", ".join([gold] * 300) + "}")]
     if problem:
         out += [("question", f"\\boxed{{{problem}}}"), ("question", f"{problem} {gold}")]
     return out
+
+
+def rewrites(gold):
+    """[(rewrite, completion)]: the gold written another way that means the same, each to be paid."""
+    out = []
+    n = number(gold)
+    if "=" not in gold and "," not in gold and not re.search(r"\\text|[a-zA-Z]{2}", gold) and "x" not in gold:
+        out.append(("a label added", f"\\boxed{{x = {gold}}}"))
+    if "\\frac" in gold:
+        dfrac = gold.replace("\\frac", "\\dfrac")
+        out.append(("\\dfrac for \\frac", "\\boxed{" + dfrac + "}"))
+    if n is not None and not units(gold) and "%" not in gold:
+        out.append(("a unit added", f"\\boxed{{{gold} \\text{{ units}}}}"))
+        d = n.denominator
+        while d % 2 == 0:
+            d //= 2
+        while d % 5 == 0:
+            d //= 5
+        if d == 1 and n.denominator > 1 and "." not in gold:               # a terminating decimal
+            out.append(("an exact decimal", f"\\boxed{{{float(n):.12g}}}"))
+    if gold.strip().lower() in ("yes", "no"):
+        out.append(("yes for Yes", f"\\boxed{{{gold.strip().swapcase()}}}"))
+    return out
+
+
+def honest(golds_by_set, progress=print):
+    """{(set, rewrite): (paid, tried)}: the honest rewrites of every gold, each of which must be paid."""
+    paid = {}
+    for name, problems in golds_by_set.items():
+        rows = [(w, c, p["gold"]) for p in problems for w, c in rewrites(p["gold"])]
+        for (rewrite, completion, gold), r in zip(rows, rewards([c for _, c, _ in rows], [g for *_, g in rows])):
+            got, tried = paid.get((name, rewrite), (0, 0))
+            paid[(name, rewrite)] = (got + (r > 0), tried + 1)
+            if r == 0:
+                progress(f"  MISSED {name} | {rewrite} | {completion[:120]!r} | gold {gold!r}")
+    return paid
 
 
 def probe(golds_by_set, progress=print):
@@ -141,15 +213,16 @@ def probe(golds_by_set, progress=print):
     return paid, control
 
 
-def table(paid, control, sets):
-    lines = ["| attack | " + " | ".join(sets) + " | all |", "|---|" + "---|" * (len(sets) + 1)]
-    for attack in ATTACKS:
+def table(paid, control, sets, rows=ATTACKS, head="attack"):
+    lines = [f"| {head} | " + " | ".join(sets) + " | all |", "|---|" + "---|" * (len(sets) + 1)]
+    for attack in rows:
         cells = [paid.get((s, attack), (0, 0)) for s in sets]
         total = (sum(p for p, _ in cells), sum(t for _, t in cells))
         lines.append(f"| {attack} | " + " | ".join(f"{p} / {t}" for p, t in cells + [total]) + " |")
-    total = (sum(p for p, _ in control.values()), sum(t for _, t in control.values()))
-    lines.append("| control: the gold itself (must be paid) | "
-                 + " | ".join(f"{p} / {t}" for p, t in [control[s] for s in sets] + [total]) + " |")
+    if control is not None:
+        total = (sum(p for p, _ in control.values()), sum(t for _, t in control.values()))
+        lines.append("| control: the gold itself (must be paid) | "
+                     + " | ".join(f"{p} / {t}" for p, t in [control[s] for s in sets] + [total]) + " |")
     return "\n".join(lines)
 
 
@@ -160,11 +233,16 @@ def main():
     golds = {name: load_problems(os.path.join(args.data_dir, f), log=lambda m: None)
              for name, f in SETS.items()}
     paid, control = probe(golds)
+    kept = honest(golds)
     print("\nWrong completions paid (paid / tried), per attack and data set:\n")
     print(table(paid, control, list(SETS)))
+    print("\nHonest rewrites of the gold paid (paid / tried): each must be\n")
+    print(table(kept, None, list(SETS), rows=REWRITES, head="rewrite"))
     wrong_paid = sum(p for p, _ in paid.values())
-    print(f"\n{wrong_paid} wrong completions paid of {sum(t for _, t in paid.values())}")
-    return 1 if wrong_paid else 0
+    missed = sum(t - p for p, t in kept.values()) + sum(t - p for p, t in control.values())
+    print(f"\n{wrong_paid} wrong completions paid of {sum(t for _, t in paid.values())}; {missed} honest "
+          f"rewrites (and golds) missed of {sum(t for _, t in kept.values()) + sum(t for _, t in control.values())}")
+    return 1 if wrong_paid or missed else 0
 
 
 if __name__ == "__main__":

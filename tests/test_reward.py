@@ -7,11 +7,37 @@ import os
 import pytest
 from helpers import table_cases
 
-from data import DATA_DIR
+from data import DATA_DIR, load_problems
 from reward import check, extract_answer, gold_answer, is_equiv, judge, normalize, rewards
 
 # (prediction, gold, equal?) grouped by category. About half are look-alikes that are NOT equal.
 CASES = {
+    # an answer is exact only if every number in it is: a decimal anywhere makes it an approximation,
+    # which needs 10 significant digits, as a plain decimal does; an exact decimal equals its exact gold
+    "approximation in an expression": [
+        ("25 \\times 3.14159", "25\\pi", False), ("3.141593 \\cdot 1", "\\pi", False), ("(1.414214)", "\\sqrt{2}", False),
+        ("25 \\times 3.141592654", "25\\pi", True), ("-1.5", "-3./2", True), ("0.125", "2^{-3}", True),
+        ("1.0 \\times 10^{-20}", "10^{-20}", True), ("1.5\\sqrt{2}", "\\frac{3\\sqrt{2}}{2}", True),
+        ("3.14159x", "\\pi x", False),
+    ],
+    "percent on both sides": [
+        ("0.05\\%", "5\\%", False), ("5\\%", "5 \\%", True), ("0.05", "5\\%", True), ("500\\%", "5\\%", False),
+    ],
+    # a variable only one side has is refused; variables are tried negative too
+    "one-sided identities": [
+        ("\\min(7, 7+x)", "7", False), ("x", "|x|", False), ("2\\ln x", "2\\ln|x|", False), ("|x|", "|x|", True),
+        ("x^2", "|x|^2", True), ("2\\ln|x|", "\\ln x^2", True),
+    ],
+    "words are not products": [
+        ("ABCD", "\\text{CBAD}", False), ("CBAD", "\\text{CBAD}", True), ("\\text{DCBA}", "ABCD", False),
+    ],
+    "unit prefixes keep their case": [
+        ("5 \\text{ mW}", "5 \\text{ MW}", False), ("5 \\text{ meV}", "5 \\text{ MeV}", False),
+        ("5 \\text{ MW}", "5 \\text{ MW}", True), ("5 \\text{ Meters}", "5 \\text{ meters}", True),
+    ],
+    "words before a number are kept": [
+        ("\\text{not } 7", "7", False), ("\\text{minus } 5", "5", False), ("7 \\text{ apples}", "7", True),
+    ],
     "fraction": [
         ("\\frac{1}{2}", "\\frac12", True), ("\\dfrac{1}{2}", "\\frac{1}{2}", True),
         ("\\tfrac{3}{4}", "3/4", True), ("2/4", "\\frac{1}{2}", True), ("\\frac{-1}{2}", "-\\frac{1}{2}", True),
@@ -106,7 +132,7 @@ CASES = {
     ],
     "expression": [
         ("x^2+2x+1", "(x+1)^2", True), ("8n^2 + 4n + 1", "1 + 4n + 8n^2", True), ("p - q", "-q+p", True),
-        ("\\sin^2 x + \\cos^2 x", "1", True), ("e^{i\\pi}", "-1", True), ("\\log_2 8", "3", True),
+        ("\\sin^2 x + \\cos^2 x", "1", False), ("e^{i\\pi}", "-1", True), ("\\log_2 8", "3", True),
         ("6 - 5i", "6-5i", True), ("2k", "k \\cdot 2", True), ("\\frac{x}{2}", "0.5x", True),
         ("x^5 - x^4 + x^3 - x^2 + x - 1", "(x-1)(x^4+x^2+1)", True), ("|-3|", "3", True), ("5!", "120", True),
         ("(x+1)^2", "x^2+1", False), ("2k", "k+2", False), ("6 - 5i", "6+5i", False), ("\\ln 2", "\\log_2 e", False),
@@ -410,7 +436,8 @@ def reward_hacking_probe():
 
 
 SAMPLE_GOLDS = ["5", "\\frac{1}{3}", "-12", "70 \\sqrt{2}", "y = 2x + 3", "x^2+y^2=25", "7 = 11a+c", "I(0)",
-                "7 \\text{ cm}", "12 \\text{ inches}", "(1, 2)", "3, 5", "[2, 5)", "\\text{(C)}", "2 \\pm \\sqrt{3}"]
+                "7 \\text{ cm}", "12 \\text{ inches}", "(1, 2)", "3, 5", "[2, 5)", "\\text{(C)}", "2 \\pm \\sqrt{3}",
+                "12\\%", "\\text{CBAD}", "5 \\text{ MeV}"]
 
 
 def test_the_reward_hacking_probe_pays_no_attack_on_a_sample_of_gold_answers():
@@ -426,3 +453,18 @@ def test_the_reward_hacking_probe_pays_no_attack_on_a_sample_of_gold_answers():
         for attack, _ in cases:
             tried[attack] = tried.get(attack, 0) + 1
     assert set(tried) == set(probe.ATTACKS), tried
+
+
+def test_every_real_gold_pays_its_honest_rewrites_and_none_of_its_attacks():
+    """The property bench/reward_hacking.py measures, over every gold answer of the six sets: each attack
+    built from it (hedges, approximations, in an expression too, a percent of a percent, identities in a
+    new variable, words, unit prefixes, ...) is not paid; each honest rewrite (a label, a unit, \\dfrac,
+    an exact decimal, Yes for yes) and the gold itself are."""
+    probe = reward_hacking_probe()
+    golds = {name: load_problems(os.path.join(DATA_DIR, f), log=lambda m: None) for name, f in probe.SETS.items()}
+    said = []
+    paid, control = probe.probe(golds, progress=said.append)
+    kept = probe.honest(golds, progress=said.append)
+    assert [line for line in said if "PAID" in line or "MISSED" in line] == []
+    assert sum(p for p, _ in paid.values()) == 0 and sum(t for _, t in paid.values()) > 30_000
+    assert all(p == t for p, t in list(kept.values()) + list(control.values())) and len(kept) >= 4
