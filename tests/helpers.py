@@ -51,6 +51,29 @@ def flat_gradient(model):
                       for p in model.parameters()])
 
 
+def interrupted_run(argv, monkeypatch, step=1):
+    """train.main(argv) stopped by a Ctrl-C that arrives during `step`: it finishes that step, saves a
+    checkpoint at step + 1 and exits (SystemExit 130)."""
+    import os
+    import signal
+
+    import pytest
+
+    import train
+    real_step = train.train_step
+
+    def ctrl_c(at, *a, **k):
+        if at == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(at, *a, **k)
+    monkeypatch.setattr(train, "train_step", ctrl_c)
+    with pytest.raises(SystemExit) as stopped:
+        train.main(argv)
+    monkeypatch.setattr(train, "train_step", real_step)
+    assert stopped.value.code == 130
+    return argv
+
+
 def write_jsonl(path, lines):
     path.write_text("\n".join(lines) + "\n")
     return str(path)

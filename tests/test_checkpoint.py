@@ -7,7 +7,7 @@ import signal
 
 import pytest
 import torch
-from helpers import small_run_args
+from helpers import interrupted_run, small_run_args
 
 import train
 
@@ -57,24 +57,13 @@ def test_an_unreadable_checkpoint_is_named_with_what_to_do(tmp_path, tiny_model_
 
 
 # --- no run is lost or mixed with another ----------------------------------------------------------
-def interrupted_run(tmp_path, tiny_model_dir, monkeypatch, **over):
+def stopped_run(tmp_path, tiny_model_dir, monkeypatch, **over):
     """A 4-step run stopped by Ctrl-C during step 1: its checkpoint is at step 2."""
-    args = small_run_args(tmp_path, tiny_model_dir, steps=4, **over)
-    real_step = train.train_step
-
-    def ctrl_c(step, *a, **k):
-        if step == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real_step(step, *a, **k)
-    monkeypatch.setattr(train, "train_step", ctrl_c)
-    with pytest.raises(SystemExit):
-        train.main(args)
-    monkeypatch.setattr(train, "train_step", real_step)
-    return args
+    return interrupted_run(small_run_args(tmp_path, tiny_model_dir, steps=4, **over), monkeypatch)
 
 
 def test_an_unfinished_run_is_refused_without_resume_or_overwrite(tmp_path, tiny_model_dir, monkeypatch):
-    args = interrupted_run(tmp_path, tiny_model_dir, monkeypatch)
+    args = stopped_run(tmp_path, tiny_model_dir, monkeypatch)
     path = tmp_path / "run" / "checkpoint.pt"
     before = path.read_bytes()
     with pytest.raises(SystemExit) as e:
@@ -104,7 +93,7 @@ def test_a_finished_run_run_again_is_moved_aside_with_one_line(tmp_path, tiny_mo
 
 
 def test_resume_refuses_settings_that_define_the_run_and_lists_the_others(tmp_path, tiny_model_dir, monkeypatch):
-    args = interrupted_run(tmp_path, tiny_model_dir, monkeypatch)
+    args = stopped_run(tmp_path, tiny_model_dir, monkeypatch)
     with pytest.raises(SystemExit) as e:
         train.main(args + ["--resume", "--group-size", "4", "--seed", "3"])
     msg = str(e.value)

@@ -3,12 +3,10 @@ forwards agree; the reference with adapters off is the base; a LoRA run trains (
 the same adapters, saves a checkpoint of adapters only, a merged model/ and PEFT's adapter/ layout."""
 
 import json
-import os
-import signal
 
 import pytest
 import torch
-from helpers import small_run_args
+from helpers import interrupted_run, small_run_args
 from transformers import AutoModelForCausalLM, Qwen2ForCausalLM
 
 import lora
@@ -108,16 +106,7 @@ def test_a_lora_run_trains_the_adapters_and_saves_them_small_and_merged(tmp_path
 def test_a_lora_run_resumes_to_the_same_adapters(tmp_path, tiny_model_dir, monkeypatch):
     common = dict(steps=4, prompts_per_step=64, lora_rank=4, lr=5e-3, save_every=1)
     train.main(small_run_args(tmp_path, tiny_model_dir, out_dir=str(tmp_path / "straight"), **common))
-    real_step = train.train_step
-
-    def ctrl_c(step, *a, **k):
-        if step == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real_step(step, *a, **k)
-    monkeypatch.setattr(train, "train_step", ctrl_c)
-    with pytest.raises(SystemExit):
-        train.main(small_run_args(tmp_path, tiny_model_dir, out_dir=str(tmp_path / "resumed"), **common))
-    monkeypatch.setattr(train, "train_step", real_step)
+    interrupted_run(small_run_args(tmp_path, tiny_model_dir, out_dir=str(tmp_path / "resumed"), **common), monkeypatch)
     train.main(small_run_args(tmp_path, tiny_model_dir, out_dir=str(tmp_path / "resumed"), resume=True, **common))
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]
