@@ -22,7 +22,7 @@ import time
 import torch
 
 from lora import has_adapters, merged_state_dict, save_adapter, trainable_state
-from parallel import barrier, full_state_dicts, is_main, is_sharded, load_full_state_dicts, unwrap
+from parallel import all_reduce, barrier, full_state_dicts, is_main, is_sharded, load_full_state_dicts, unwrap
 
 
 def save_dir_atomic(path, save):
@@ -54,16 +54,23 @@ def write_text(path, text):
 
 def model_fingerprint(model, skip=None):
     """16 hex digits that change with the model's config or any of its weights: a hash of the config and,
-    per tensor, its name, shape, dtype, sum and first values (reductions on the device: no copy). skip:
-    leave out the entries whose name contains it (".adapter.": the base model of a LoRA run)."""
+    per tensor, its name, shape, dtype, sum and squared norm (reductions on the device, in float64: no
+    copy). skip: leave out the entries whose name contains it (".adapter.": the base model of a LoRA run).
+    Under FSDP each rank reduces its shards and the sums are added over ranks (every rank must call)."""
     h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    names, sums = [], []
     with torch.no_grad():
         for name, t in model.state_dict().items():
             if skip and skip in name:
                 continue
-            flat = t.detach().flatten()
-            h.update(f"{name}{tuple(t.shape)}{t.dtype}{flat.double().sum().item()!r}"
-                     f"{flat[:4].double().tolist()}".encode())
+            local = t.to_local() if hasattr(t, "to_local") else t          # a DTensor: this rank's shard
+            names.append(f"{name}{tuple(t.shape)}{t.dtype}")
+            sums.append(torch.stack([local.sum(dtype=torch.float64),
+                                     torch.linalg.vector_norm(local, dtype=torch.float64) ** 2]).cpu())
+    sums = torch.stack(sums)                                                # (tensors, 2)
+    if is_sharded(model):
+        sums = all_reduce(sums)
+    h.update(f"{names}{sums.tolist()!r}".encode())
     return h.hexdigest()[:16]
 
 
@@ -73,12 +80,12 @@ def save_checkpoint(path, model, optimizer, step, cfg, progress=None):
     loop's counters (rollouts sampled, the data stream's position). A LoRA run (lora.py) keeps only the
     adapters and their optimizer state (MBs, not GBs) and names its base by a fingerprint."""
     model_state, optimizer_state = full_state_dicts(model, optimizer)
+    lora = has_adapters(unwrap(model))
+    base = {"base_fingerprint": model_fingerprint(unwrap(model), skip=".adapter.")} if lora else {}
     if not is_main():
         return
-    base = {}
-    if has_adapters(unwrap(model)):
+    if lora:
         model_state = trainable_state(model_state, unwrap(model))
-        base = {"base_fingerprint": model_fingerprint(unwrap(model), skip=".adapter.")}
     state = {"model": model_state, "optimizer": optimizer_state, "step": step, "progress": progress or {},
              **base,
              "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
@@ -122,8 +129,9 @@ def load_checkpoint(path, model, optimizer):
             raise SystemExit(f"error: {path} holds LoRA adapters trained on another base model than "
                              f"{state['config'].get('model') or 'the built-in one'} is now: resume with the "
                              f"same --model, --dtype and --seed")
-        model_state = {**unwrap(model).state_dict(), **model_state}       # the base as loaded, then them
-    load_full_state_dicts(model, optimizer, model_state, state["optimizer"])
+    # LoRA: the adapters alone are loaded, the base stays as loaded
+    load_full_state_dicts(model, optimizer, model_state, state["optimizer"],
+                          strict="base_fingerprint" not in state)
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])

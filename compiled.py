@@ -28,7 +28,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from kv_cache import PreallocatedLayer, additive_mask, cache_kwarg, new_cache
+from kv_cache import PreallocatedLayer, additive_mask, cache_kwarg, decode_attention_in, new_cache
 from precision import compute_dtype
 
 
@@ -66,22 +66,6 @@ class FixedLayer(DynamicLayer):
         return self.k_store.shape[-2]
 
 
-def decode_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """Attention of one decoding step (query length 1), for grouped-query attention without copying
-    the KV cache: the queries of the g heads that share a key/value head become that head's g query
-    positions, (b, heads, 1, d) -> (b, kv_heads, g, d), so SDPA reads each cached key and value once.
-    (transformers' SDPA path, when compiled, repeats keys and values per query head instead: a copy of
-    the whole cache, times g, every step.) Returns (b, 1, heads, d), as transformers' attention functions."""
-    b, heads, q, d = query.shape
-    g = heads // key.shape[1]                                                   # query heads per kv head
-    out = torch.nn.functional.scaled_dot_product_attention(query.reshape(b, heads // g, g * q, d), key, value,
-                                                           attn_mask=attention_mask, scale=scaling)
-    return out.reshape(b, heads, q, d).transpose(1, 2), None          # head h = kv head h // g, row h % g
-
-
-DECODE_ATTENTION = "rollout_decode"     # its name among transformers' attention functions (registered once)
-
-
 def _decode_step(model, cache, cache_kw, ids, pos, mask):
     """One decoding step, the compiled function: ids, pos (k, 1), mask (k, 1, 1, S) -> logits (k, V)."""
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_kw: cache})
@@ -97,8 +81,6 @@ class CompiledDecoder:
         if attn not in ("sdpa", "eager"):
             raise ValueError(f"compile=True needs sdpa or eager attention (it passes a 4D mask), "
                              f"not {attn!r}")
-        from transformers import AttentionInterface
-        AttentionInterface.register(DECODE_ATTENTION, decode_attention)
         self.step = torch.compile(_decode_step, **options)
         self.cache, self.rows, self.length = None, 0, 0
         self.cuda = next(model.parameters()).device.type == "cuda"
@@ -150,11 +132,8 @@ class CompiledDecoder:
         self.write_at.fill_(write_at)
         if self.cuda:
             torch.compiler.cudagraph_mark_step_begin()
-        attn, model.config._attn_implementation = model.config._attn_implementation, DECODE_ATTENTION
-        try:                                      # the decode step attends with decode_attention
+        with decode_attention_in(model):          # the decode step attends with decode_attention
             return self.step(model, self.cache, self.cache_kw, *inputs)[:r]
-        finally:
-            model.config._attn_implementation = attn
 
 
 _DECODERS = weakref.WeakKeyDictionary()                                          # model -> CompiledDecoder

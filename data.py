@@ -23,7 +23,7 @@ import random
 import sys
 
 from precision import DTYPES, precision
-from reward import gold_answer, last_boxed
+from reward import gold_answer, last_boxed, unreadable_gold
 
 
 # The paper's training set and benchmarks, shipped with the repository (data/README.md: sources, licenses)
@@ -46,7 +46,9 @@ def load_problems(path, problem_field="", answer_field="answer", log=None):
     removed) or the last \\boxed{} of the reference "solution" (Minerva). A number written as a float
     with nothing after the point (AMC's 27.0) is the integer. A malformed row stops with its file and
     line; rows whose gold answer is empty (two MATH training rows with an empty \\boxed{}) are skipped,
-    with one line (to `log`, default stderr) that counts them and names their lines.
+    with one line (to `log`, default stderr) that counts them and names their lines; gold answers the
+    checker cannot read as math (reward.unreadable_gold: only the same text can match them) get one
+    line too.
     """
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
@@ -82,6 +84,12 @@ def load_problems(path, problem_field="", answer_field="answer", log=None):
             f"(line {', '.join(map(str, empty))})")
     if not out:
         raise DataError(f"{path}: no problems in file")
+    unreadable = [(p["line"], p["gold"], why) for p in out for why in [unreadable_gold(p["gold"])] if why]
+    if unreadable:                      # nothing but the same text can match these: say so, once
+        (log or (lambda m: print(m, file=sys.stderr)))(
+            f"{path}: {len(unreadable)} gold answer(s) the checker cannot read as math, for which only the "
+            f"same text is paid (e.g. "
+            + "; ".join(f"line {n}: {g[:40]!r}, {why}" for n, g, why in unreadable[:3]) + ")")
     return out
 
 

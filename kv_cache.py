@@ -10,6 +10,7 @@ with the run's attention mask made once as the additive 4D mask attention takes 
 compiled.py (another appendix, for GPUs) has a decoder with a fixed-shape cache and a compiled step.
 """
 
+import contextlib
 import inspect
 
 import torch
@@ -98,3 +99,35 @@ def additive_mask(mask, dtype):
     additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     additive = additive.masked_fill(mask == 0, torch.finfo(dtype).min)
     return additive[:, None, None, :]
+
+
+def decode_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """Attention of one decoding step (query length 1), for grouped-query attention without copying
+    the KV cache: the queries of the g heads that share a key/value head become that head's g query
+    positions, (b, heads, 1, d) -> (b, kv_heads, g, d), so SDPA reads each cached key and value once.
+    (transformers' SDPA path repeats keys and values per query head instead, when compiled and, in
+    transformers 5.17, whenever a 4D mask is passed: a copy of the whole cache, times g, every step.)
+    attention_mask: additive (b, 1, 1, >= S). Returns (b, 1, heads, d), as transformers' attention
+    functions do."""
+    b, heads, q, d = query.shape
+    g = heads // key.shape[1]                                                   # query heads per kv head
+    mask = attention_mask[..., :key.shape[-2]]                                  # (b, 1, 1, S)
+    out = torch.nn.functional.scaled_dot_product_attention(query.reshape(b, heads // g, g * q, d), key, value,
+                                                           attn_mask=mask, scale=scaling)
+    return out.reshape(b, heads, q, d).transpose(1, 2), None          # head h = kv head h // g, row h % g
+
+
+DECODE_ATTENTION = "rollout_decode"     # its name among transformers' attention functions
+
+
+@contextlib.contextmanager
+def decode_attention_in(model):
+    """For the duration, the model's attention layers call decode_attention (registered with
+    transformers' AttentionInterface) instead of their SDPA or eager attention: a decode step's only."""
+    from transformers import AttentionInterface
+    AttentionInterface.register(DECODE_ATTENTION, decode_attention)
+    attn, model.config._attn_implementation = model.config._attn_implementation, DECODE_ATTENTION
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = attn

@@ -195,13 +195,14 @@ def full_state_dicts(model, optimizer):
             get_optimizer_state_dict(model, optimizer, options=options) if optimizer is not None else None)
 
 
-def load_full_state_dicts(model, optimizer, model_state, optimizer_state):
+def load_full_state_dicts(model, optimizer, model_state, optimizer_state, strict=True):
     """The inverse of full_state_dicts: whole state dicts into a (possibly sharded) model and optimizer;
-    under FSDP every rank reads the whole dicts and keeps its own shard."""
+    under FSDP every rank reads the whole dicts and keeps its own shard. strict=False: model_state may
+    hold only some of the model's entries (a LoRA checkpoint's adapters), the rest are left as they are."""
     if is_sharded(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
         set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state,
-                       options=StateDictOptions(full_state_dict=True))
+                       options=StateDictOptions(full_state_dict=True, strict=strict))
     else:
-        unwrap(model).load_state_dict(model_state)
+        unwrap(model).load_state_dict(model_state, strict=strict)
         optimizer.load_state_dict(optimizer_state)

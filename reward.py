@@ -2,7 +2,7 @@
 
 Chapter 3 of the tutorial. The reward is the only supervision GRPO gets, so the checker must be
 right both ways: a right answer judged wrong teaches nothing, and a wrong answer judged right is a
-reward the policy learns to collect (bench/reward_hacking.py tries 27,000 such completions on real
+reward the policy learns to collect (bench/reward_hacking.py tries 40,000 such completions on real
 gold answers; none is paid). And it must be safe: model text is untrusted input.
 
     rewards(completions, golds) -> [1.0 or 0.0, ...]    what train.py calls (eval.py: judge, the same)
@@ -38,6 +38,11 @@ What counts as the same answer, and what does not (tests/test_reward.py holds ea
                                                       "5 \\text{ MW}"; "\\text{not } 7" against 7
     a list in any order, "\\pm" as its two values     a list with one more or one less item
     "x > 3" and "(3, \\infty)"                          "I(0)" and 0 (a function's value is no product)
+    "y = 2, x = 1" = "x = 1, y = 2" (by label);        "2, 1" against "x = 1, y = 2" (by position)
+      "1, 2" and "a = 2, b = 3" = "(2, 3)" by position "3x + 7 = 22" against "x = 5" (still to solve)
+    "\\boxed{\\boxed{7}}"; "\\boxed{7} ... \\boxed{}" = 7   "\\boxed{3} \\vee \\boxed{5}": a list, as "or"
+    "0.\\overline{3}", "\\mathbb{R}", "10001_{2}",       "235385266837019985" against "e^{40}" (numbers
+      "5\\sqrt{2} \\approx 7.07", "\\textbf{(B) } 7"       compare at 50 digits); a vmatrix for a matrix
 
 Safety: model text never reaches eval, exec, sympify, parse_expr or parse_latex. mathparse.py, a
 small recursive-descent parser, turns a whitelisted subset of LaTeX/plain math into sympy objects,
@@ -51,6 +56,7 @@ import random
 import re
 from fractions import Fraction
 
+import mpmath
 import sympy
 
 from mathparse import (DEFAULT_TIMEOUT, MAX_ANSWER_CHARS, MAX_COMPLETION_CHARS, Refused, TimedOut,
@@ -114,9 +120,14 @@ def _braced(text, start):
 
 def box_spans(text, limit=100):
     """(start, end, content) of the \\boxed{...} / \\fbox{...} groups of text, last first, at most
-    `limit` of them; an unbalanced box is passed over; "\\boxed 5" (no braces) is one token."""
+    `limit` of them; "\\boxed 5" (no braces) is one token. Passed over: an unbalanced box, an empty one
+    (an instruction echoed: "put it in \\boxed{}"), a box inside a box (the outer one is the answer,
+    its content unwrapped when it is just the inner box). At most 4 limit + 20 openers are looked at:
+    thousands of unclosed "\\boxed{" cost no more than a few."""
     out, pos = [], len(text)
-    while len(out) < limit:
+    for _ in range(4 * limit + 20):
+        if len(out) >= limit:
+            break
         pos = max(text.rfind("\\boxed", 0, pos), text.rfind("\\fbox", 0, pos))
         if pos < 0:
             break
@@ -125,8 +136,13 @@ def box_spans(text, limit=100):
             j += 1
         if j < len(text) and text[j] == "{":
             inner = _braced(text, j)
-            if inner is not None:
-                out.append((pos, j + len(inner) + 2, inner))
+            if inner is not None and inner.strip():
+                end = j + len(inner) + 2
+                nested = [span for span in out if span[0] > pos and span[1] <= end]
+                if len(nested) == 1 and inner.strip() == text[nested[0][0]:nested[0][1]]:
+                    inner = nested[0][2]                        # \boxed{\boxed{7}}: the box of 7
+                out = [span for span in out if span not in nested]
+                out.append((pos, end, inner))
         elif j < len(text):
             m = re.match(r"[^\s$]+", text[j:j + MAX_ANSWER_CHARS])
             if m:
@@ -139,8 +155,10 @@ def boxes(text, limit=100):
     return [inner for _, _, inner in box_spans(text, limit)]
 
 
-# what may stand between boxes that list answers one by one: spaces, commas, "and", "or", $, \quad
-_LISTING = re.compile(r"(?:\s|[,;&$]|\\[,;:! ]|\\q?quad|\\text\s*{\s*(?:and|or)\s*}|\band\b|\bor\b)*")
+# what may stand between boxes that list answers one by one: spaces, commas, "and", "or" (also written
+# \vee, \lor, /), $, \quad, \hspace{...}, a line break \\
+_LISTING = re.compile(r"(?:\s|[,;&$/]|\\[,;:! ]|\\q?quad|\\text\s*{\s*(?:and|or)\s*}|\band\b|\bor\b"
+                      r"|\\vee\b|\\lor\b|\\\\|\\hspace\*?\s*{[^{}]*})*")
 
 
 def boxed_answer(text):
@@ -287,10 +305,21 @@ def _unwrap_text(s):
     words before a number: "\\text{not } 7" is not 7)."""
     s = re.sub(r"\\(?:mbox|mathrm|textbf|mathbf|textit|textnormal|textrm|textsf|operatorname)\s*{",
                r"\\text{", s)
+    s = re.sub(r"\\text\s*{([^{}]*)}\s*/\s*\\text\s*{([^{}]*)}", r"\\text{\1/\2}", s)   # \text{m}/\text{s}
     stripped = re.sub(r"(?<=[\d}.)])\s*\\text\s*{[^{}]*}(?:\^\s*{?\d}?)?", "", s)   # a unit, maybe squared
     if re.search(r"\d", stripped) and stripped.strip() not in ("", "(", ")"):
         return stripped                          # "5.4 \text{ cents}" -> "5.4"
     return re.sub(r"\\text\s*{([^{}]*)}", r"\1", s)  # "\text{Evelyn}" -> "Evelyn"
+
+
+def _repeating_decimal(m):
+    """"0.\\overline{3}" -> "\\frac{1}{3}", "1.2\\overline{45}" -> its fraction: exact."""
+    whole, fixed, period = m.group(1), m.group(2), m.group(3)
+    sign = -1 if whole.startswith("-") else 1
+    value = int(whole.lstrip("-") or 0) + Fraction(int(fixed or 0), 10 ** len(fixed))
+    value += Fraction(int(period), (10 ** len(period) - 1) * 10 ** len(fixed))
+    value *= sign
+    return f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
 
 
 def normalize(s):
@@ -305,6 +334,12 @@ def normalize(s):
     s = re.sub(r"(?<!\\)\\[!,;: ]\s*|~", "", s)         # thin spaces, but not the row break \\
     s = re.sub(r"\\[dtc]frac", r"\\frac", s)
     s = re.sub(r"\\[dt]binom", r"\\binom", s)
+    s = re.sub(r"\\varnothing(?![a-zA-Z])", r"\\emptyset", s)
+    s = re.sub(r"\\mathbb\s*{\s*R\s*}|\\R(?![a-zA-Z])", r"(-\\infty, \\infty)", s)   # all reals
+    s = re.sub(r"(?<=\S)\s*\\approx\s*-?[\d.]+\s*$", "", s)   # "5\sqrt{2} \approx 7.07": the exact part
+    s = re.sub(r"(?<=[0-9A-F])_\s*{\s*(\d{1,2})\s*}", r"_\1", s)   # a base: "10001_{2}" is "10001_2"
+    s = re.sub(r"(-?\d*)\.(\d*)\\overline\s*{\s*(\d{1,12})\s*}", _repeating_decimal, s)   # 0.\overline{3}
+    s = re.sub(r"^\\text(?:bf)?\s*{\s*\(([A-Z])\)\s*}", r"(\1)", s)       # "\textbf{(B) } 7": choice B
     # relations, one spelling each: \le \ge \ne < >
     s = re.sub(r"\\(?:leqslant|leq|le)(?![a-zA-Z])|<=", r"\\le ", s)
     s = re.sub(r"\\(?:geqslant|geq|ge)(?![a-zA-Z])|>=", r"\\ge ", s)
@@ -418,14 +453,15 @@ def _balanced(s):
 def structure(s):
     """Classify a normalized answer: (kind, payload).
 
-    ("matrix", rows), ("union", parts), ("set", items), ("seq", (open, close, items)), ("list", items),
+    ("matrix", rows) (("det", rows) for a vmatrix), ("union", parts), ("set", items), ("seq", (open, close,
+    items)), ("list", items),
     ("pm", items) for "a \\pm b", ("eq", (lhs, rhs)), ("atom", s). An inequality in one variable is
     the interval it describes, a "seq": "x > 3" is (3, \\infty), "-4 \\le x \\le 9" is [-4, 9].
     """
     m = re.fullmatch(r"[\[(]?\s*\\begin{([pbvB]?matrix|array)}(?:{[^{}]*})?(.*)\\end{\1}\s*[\])]?", s)
     if m:
         rows = [r for r in m.group(2).split("\\\\") if r]
-        return "matrix", [r.split("&") for r in rows]
+        return "det" if m.group(1) == "vmatrix" else "matrix", [r.split("&") for r in rows]   # |A| is no A
     if len(split_top(s, "\\cup")) > 1:
         return "union", split_top(s, "\\cup")
     if s.startswith("\\{") and s.endswith("\\}") and _balanced(s[2:-2]):
@@ -506,9 +542,10 @@ def _proportional(a, b):
         va, vb = _numeric(a, point), _numeric(b, point)
         if va is None or vb is None or abs(va) < 1e-12 or abs(vb) < 1e-12:
             return False
-        if ratio is not None and not _close(va / vb, ratio, 1e-9):
-            return False
-        ratio = va / vb
+        with mpmath.workdps(PRECISION):
+            if ratio is not None and not _close(va / vb, ratio, 1e-9):
+                return False
+            ratio = va / vb
     return True
 
 
@@ -538,12 +575,37 @@ def _text_key(s):
     """Case- and space-insensitive form for text answers; "(C)" and "C" are the same choice."""
     s = re.sub(r"\\text{([^{}]*)}", r"\1", s).replace(" ", "")
     m = re.fullmatch(r"\(([A-Za-z])\)", s)
+    if s.lower() in ("yes", "no", "true", "false"):
+        return s.lower()                                               # "Yes" is "yes"
     return (m.group(1) if m else s) if len(s) <= 3 else s.lower()     # letters keep their case: N is not n
 
 
 # a label: a letter (x, r', x_1, f(2)), a segment or angle name (PQ, ABC), a tuple of letters ((a, b))
+_GREEK = r"\\(?:alpha|beta|gamma|delta|theta|phi|varphi|omega|lambda|mu|sigma|rho|tau|psi|epsilon|eta|kappa)"
 _LABEL = re.compile(r"\s*((?:[A-Za-z]'*(?:_\{?\w+\}?)?(?:\([^()=]{0,20}\))?)|[A-Z]{2,3}"
-                    r"|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))\s*=(?!=)(.*)")
+                    r"|\([A-Za-z](?:\s*,\s*[A-Za-z])+\)"
+                    r"|" + _GREEK + r"(?:_\{?\w+\}?)?"                     # \theta, \theta_1
+                    r"|m?\s*\\angle\s*[A-Z]{1,3}|\\overline\s*{\s*[A-Z]{2}\s*}"   # \angle ABC, \overline{AB}
+                    r"|\\text\s*{\s*[A-Za-z][A-Za-z ]{0,30}}"            # \text{Area}
+                    r")\s*=(?!=)(.*)")
+
+
+def _solved(value):
+    """True when a label's value has no variable: "x = 5" is solved, "y = 2x + 3" is a line's equation."""
+    try:
+        return not parse_expression(value).free_symbols
+    except (Refused, RecursionError):
+        return True
+
+
+def _labelled_values(items):
+    """{label: value} of a list whose every item is labelled by a name of its own ("x = 1, y = 2"), else
+    None: "x_1 = 2, x_2 = 3" (the roots of one equation) is a set, in any order."""
+    pairs = [_label(x) for x in items]
+    labels = [label.replace(" ", "") for label, _ in pairs if label is not None]
+    if len(labels) != len(items) or len({label.split("_")[0] for label in labels}) != len(labels):
+        return None
+    return {label: value for label, (_, value) in zip(labels, pairs)}
 
 
 def _label(s):
@@ -567,24 +629,30 @@ _WORD = re.compile(r"\s*\\text(?:bf)?\s*{\s*[A-Za-z]{2,}(?:\s+[A-Za-z]+)*\s*}\s*
 def _significant(decimal):
     """Significant digits of a decimal literal: "3.14159" 6, "0.0012" 2, "25." 2."""
     return len(decimal.replace(".", "").lstrip("0")) or 1
-def _numeric(x, point, prec=30):
-    """x evaluated at `point` ({symbol: Float}) as a complex number, or None where undefined.
-    (evalf with subs= evaluates in floating point: no exact power towers are ever expanded.)"""
+PRECISION = 50         # digits of every numeric comparison: e^{40} + 1 is not e^{40} (a double would say so)
+
+
+def _numeric(x, point, prec=PRECISION):
+    """x evaluated at `point` ({symbol: Float}) as an mpmath complex of `prec` digits, or None where
+    undefined. (evalf with subs= evaluates in floating point: no exact power towers are ever expanded.)"""
     v = sympy.N(x, prec, subs=point)
     if v.has(sympy.nan, sympy.zoo) or not v.is_number:
         return None
     try:
-        return complex(v)
-    except (TypeError, ValueError):
+        with mpmath.workdps(prec):
+            return mpmath.mpc(*(sympy.Float(part, prec)._mpf_ for part in v.as_real_imag()))
+    except (TypeError, ValueError, AttributeError):
         return None
 
 
 def _close(a, b, tol):
-    if a == b:
-        return True
-    if any(math.isinf(abs(z)) or math.isnan(abs(z)) for z in (a, b)):
-        return False
-    return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+    """|a - b| <= tol max(1, |a|, |b|), in PRECISION digits."""
+    with mpmath.workdps(PRECISION):
+        if a == b:
+            return True
+        if not (mpmath.isfinite(a) and mpmath.isfinite(b)):
+            return False
+        return abs(a - b) <= tol * max(1, abs(a), abs(b))
 
 
 def expressions_equal(a, b, approx=False, allow_simplify=True, tol=None):
@@ -592,7 +660,8 @@ def expressions_equal(a, b, approx=False, allow_simplify=True, tol=None):
 
     Exact rationals compare exactly (approx: within tol too). Otherwise both are evaluated numerically,
     at 3 random points if they have variables, each variable positive or negative (x is not |x|);
-    relative tolerance `tol`, else 1e-6 when a side was written as a decimal (approx), else 1e-12.
+    relative tolerance `tol`, else 1e-6 when a side was written as a decimal (approx), else 1e-30 (the
+    values are evaluated to PRECISION = 50 digits: "(e^{40}) + 1" is not "e^{40}").
     Where numeric evaluation is not conclusive, simplify(a - b) == 0 decides.
     """
     if a == b:
@@ -601,7 +670,7 @@ def expressions_equal(a, b, approx=False, allow_simplify=True, tol=None):
         return False
     if a.has(sympy.oo, -sympy.oo) or b.has(sympy.oo, -sympy.oo):
         return False
-    tol = tol if tol is not None else 1e-6 if approx else 1e-12
+    tol = tol if tol is not None else 1e-6 if approx else 1e-30
     symbols = sorted(a.free_symbols | b.free_symbols, key=str)
     rng = random.Random(1234)
     conclusive = True
@@ -647,6 +716,11 @@ class _Checker:
             return True
         if not compact_p or not compact_g:
             return False
+        for a, b in ((compact_p, compact_g), (compact_g, compact_p)):    # "(B) 7" chooses B: a number
+            choice, with_value = (re.fullmatch(r"\(?([A-E])\)?", b),      # may follow the choice
+                                  re.fullmatch(r"\(([A-E])\)(?:-?\d+(?:\.\d+)?|\\frac{\d+}{\d+})", a))
+            if choice and with_value:
+                return choice.group(1) == with_value.group(1)
         num_p, num_g = parse_number(compact_p), parse_number(compact_g)   # step 2: numbers, exactly
         if num_p is not None and num_g is not None:
             if num_p == num_g:
@@ -682,6 +756,9 @@ class _Checker:
             if "." in text:
                 return (sympy.Rational(value) == exact
                         or _rounds_to(text, value, Fraction(str(sympy.N(exact, 40))) if exact.is_real else None))
+            close = sympy.N(exact, 60)          # an exact number is equal to the digit, at any size:
+            if close.is_real:                   # no integer is near enough to e^{40}
+                return abs(Fraction(str(close)) - value) <= max(1, abs(value)) * Fraction(1, 10 ** 45)
         # an answer is exact only if every number in it is: a decimal anywhere makes it an approximation,
         # as precise as its least precise decimal, which needs 10 significant digits (as a plain decimal)
         digits = min((_significant(d) for d in _DECIMAL.findall(compact_p + " " + compact_g)), default=None)
@@ -707,6 +784,14 @@ class _Checker:
         if label_p is not None and label_g is not None:
             return label_p.replace(" ", "") == label_g.replace(" ", "") and equal(value_p, value_g)
         sides_p, sides_g = split_top(pred, "="), split_top(gold, "=")
+        # an equation solved for a variable ("x = 5") equals an equation solved for it ("5 = x"), not
+        # one still to solve ("3x + 7 = 22")
+        for (label, value), sides, other in (((label_g, value_g), sides_p, pred),
+                                             ((label_p, value_p), sides_g, gold)):
+            if label is not None and len(sides) == 2 and len(split_top(other)) == 1 and _solved(value):
+                flipped, flipped_value = _label(sides[1] + "=" + sides[0])
+                return (flipped is not None and flipped.replace(" ", "") == label.replace(" ", "")
+                        and equal(*((flipped_value, value) if other is pred else (value, flipped_value))))
         if label_p is not None and len(sides_g) == 1:
             return equal(value_p, gold)
         if label_g is not None and len(sides_p) == 1:
@@ -739,14 +824,33 @@ class _Checker:
         unordered = ("set", "list", "pm")
         if kind_p in unordered and kind_g in unordered:
             return self.collections_equal(items_p, items_g, depth)
-        if kind_p != kind_g or kind_p not in ("seq", "union", "matrix", "eq"):
+        if {kind_p, kind_g} == {"list", "union"}:                  # "x < 3 or x > 5" is a union
+            return self.unions_equal(items_p, items_g, depth)
+        if (kind_p, kind_g) in (("list", "seq"), ("seq", "list")):  # "a = 2, b = 3" against "(2, 3)"
+            seq, labelled = (items_g, items_p) if kind_p == "list" else (items_p, items_g)
+            values = _labelled_values(labelled)
+            if seq[0] == "(" and seq[1] == ")" and values is not None:
+                values = list(values.values())
+                pred, gold = (values, seq[2]) if kind_p == "list" else (seq[2], values)
+                return len(pred) == len(gold) and all(map(self.below(depth), pred, gold))
+            return False
+        if kind_p != kind_g or kind_p not in ("seq", "union", "matrix", "det", "eq"):
             return False
         compare = {"seq": self.sequences_equal, "union": self.unions_equal, "matrix": self.matrices_equal,
-                   "eq": self.equations_equal}[kind_p]
+                   "det": self.matrices_equal, "eq": self.equations_equal}[kind_p]
         return compare(items_p, items_g, depth)
 
     def collections_equal(self, items_p, items_g, depth):
-        """Sets, lists, a \\pm b: the same items in any order."""
+        """Sets, lists, a \\pm b: the same items in any order. Against a labelled gold ("x = 1, y = 2")
+        labelled answers match by label, in any order, and unlabelled ones by position ("1, 2")."""
+        labels_p, labels_g = _labelled_values(items_p), _labelled_values(items_g)
+        if labels_p is not None and labels_g is not None:
+            return labels_p.keys() == labels_g.keys() and all(
+                self.below(depth)(labels_p[k], labels_g[k]) for k in labels_g)
+        if labels_p is not None or labels_g is not None:        # one side labelled: by position
+            values_p = list(labels_p.values()) if labels_p is not None else items_p
+            values_g = list(labels_g.values()) if labels_g is not None else items_g
+            return len(values_p) == len(values_g) and all(map(self.below(depth), values_p, values_g))
         items_p, items_g = _expand_pm(items_p), _expand_pm(items_g)     # "\{1, 2 \pm \sqrt{3}\}": 3 items
         gold_keys = [x.replace(" ", "") for x in items_g]
         if len(set(gold_keys)) == len(gold_keys):            # the gold lists each answer once: so may we
@@ -815,3 +919,22 @@ def check(pred, gold, timeout=DEFAULT_TIMEOUT):
 def is_equiv(pred, gold, timeout=DEFAULT_TIMEOUT):
     """True iff answer string `pred` means the same as gold answer string `gold`."""
     return check(pred, gold, timeout)[0]
+
+
+def unreadable_gold(gold):
+    """Why a gold answer cannot be read as math (our parser refuses it), or None when it can: a number,
+    a structure, a word, an expression. Nothing but the same text can match an unreadable gold, so
+    data.load_problems says so when it loads one, rather than a run paying 0 for it forever."""
+    norm = normalize(gold)
+    if parse_number(norm.replace(" ", "")) is not None or structure(norm)[0] != "atom":
+        return None
+    if re.fullmatch(r"[A-Za-z][A-Za-z ]*|\(?[A-Z]\)?", norm) or _WORD.fullmatch(gold):
+        return None                                            # a word, a choice: compared as text
+    try:
+        with time_limit(DEFAULT_TIMEOUT):
+            parse_expression(norm)
+    except Refused as e:
+        return str(e)
+    except (TimedOut, RecursionError):
+        return "too large"
+    return None

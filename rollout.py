@@ -32,13 +32,14 @@ compiled step that CUDA graphs replay (`decoder_for(model, compile=True)`, train
 tokens for the same seed.
 """
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.utils.checkpoint
 
 from grpo import token_logprobs
-from kv_cache import additive_mask, cache_kwarg, forward_params, new_cache
+from kv_cache import additive_mask, cache_kwarg, decode_attention_in, forward_params, new_cache
 from precision import compute_dtype, weights_in_compute_dtype
 
 
@@ -152,9 +153,12 @@ class EagerDecoder:
 
     def __call__(self, model, ids, pos, mask, at):
         """One step for the r rows: their last tokens ids (r,) at positions pos (r,), attending to the
-        first at + 1 positions of mask -> next-token logits (r, V)."""
-        out = model(input_ids=ids[:, None], attention_mask=mask[..., :at + 1], position_ids=pos[:, None],
-                    use_cache=True, **{self.cache_kw: self.cache})
+        first at + 1 positions of mask -> next-token logits (r, V). With SDPA or eager attention the step
+        attends with kv_cache.decode_attention, which reads grouped keys and values without copying them."""
+        regroup = getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager")
+        with decode_attention_in(model) if regroup else contextlib.nullcontext():
+            out = model(input_ids=ids[:, None], attention_mask=mask[..., :at + 1], position_ids=pos[:, None],
+                        use_cache=True, **{self.cache_kw: self.cache})
         return out.logits[:, -1].float()
 
 

@@ -2,6 +2,7 @@
 
     python bench/memory.py [--seqs 2] [--prompt 64] [--completion 256] [--layers 2] [--device cpu|cuda]
     python bench/memory.py --phases          # sampling, held-out evaluation, optimizer step (CPU)
+    python bench/memory.py --recipes         # every recipe of docs/gpu.md run by train.py at its flags (CPU)
 
 --phases: for the small config (its full 151,936-token vocabulary), in a fresh process each, the peak
 memory of sampling 64 rows (32 prompts x 2) of --prompt + --completion tokens, of evaluating 64
@@ -11,7 +12,23 @@ and the moments it creates). On a CPU the peak is the growth of the process's hi
 (VmHWM, reset through /proc/self/clear_refs at the phase's start, with glibc's mmap threshold fixed
 so that freed memory goes back to the system).
 
-Without --phases: one training forward + backward, for each memory option.
+--recipes: each row of docs/gpu.md's recipe tables (bench/recipes.py) that one CPU process can hold is
+run by train.py itself, in a fresh process, at the row's flags under --dtype mixed: the row's model
+shape with 2 decoder layers (the real width, heads and vocabulary), random weights, a character
+tokenizer, prompts of --prompt tokens and --completion new tokens (shortened for a CPU), as many
+prompts per step as fill the row's rollout micro-batch (at least two training micro-batches), 2 steps
+with a held-out evaluation after the first (a rollout micro-batch of problems). Rewards are made up
+(one rollout of each pair right) so that every pair trains, the plan's worst case. Each phase's
+measured growth of the process's high-water mark (VmHWM, reset at the phase's start) is printed
+beside plan.plan's figure for the same flags and shape on a CPU: sampling and evaluation of step 0,
+the update of step 1 (AdamW's moments exist then, as in every later step; the plan's larger of the
+training micro-batch and the optimizer step), and the log-probs phase (pi_old / pi_ref; no phase of
+its own in the plan, whose training micro-batch it stays under). Rows not run, and why: torchrun
+--fsdp (one process here; tests/test_parallel.py runs FSDP2 on two), --cpu-offload (on a CPU host and
+device memory are one), and Qwen2.5-Math-7B full fine-tuning (its state, 16 bytes x 1.6 billion
+parameters even at 2 layers, is more than this machine's memory).
+
+Without --phases or --recipes: one training forward + backward, for each memory option.
 
 Configs with the dimensions of Qwen2.5-0.5B and Qwen2.5-1.5B (hidden size, heads, MLP width and the
 151,936-token vocabulary), random weights built from the config, with --layers decoder layers
@@ -40,6 +57,7 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))          # bench/recipes.py
 CONFIGS = {
     "small (h 256)": dict(hidden_size=256, intermediate_size=1024, num_attention_heads=4, num_key_value_heads=2,
                           tie_word_embeddings=True),
@@ -178,6 +196,96 @@ def measure_phase(phase, cfg, layers=2, rows=64, group=2, prompt=64, completion=
     return measured, planned / 2 ** 20
 
 
+RECIPE_WORKER = """
+import contextlib, json, sys
+sys.path.insert(0, {root!r})
+import torch
+torch.set_num_threads(2)
+import checkpoint, train
+a = json.loads(sys.argv[1])
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key + ":"))
+timed = checkpoint.PhaseClock.__call__
+@contextlib.contextmanager
+def measured(clock, phase):       # the phase's growth of the high-water mark, beside its seconds
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")                                      # VmHWM starts again at the current size
+    base = status("VmRSS")
+    with timed(clock, phase):
+        yield
+    clock.row["hwm_" + phase + "_mb"] = (status("VmHWM") - base) / 2**20
+checkpoint.PhaseClock.__call__ = measured
+train.rewards = lambda texts, golds: [float(i % 2) for i in range(len(texts))]   # every pair informative
+train.main(a["argv"])
+"""
+
+
+def recipe_rows():
+    """(card GiB, model, flags) of every row of docs/gpu.md's two recipe tables that fits in one process
+    (bench/recipes.py), LoRA's with --lora-rank 16; rows left out, with why, as (card, model, None, why)."""
+    import dataclasses
+    import recipes
+    rows = []
+    for base, pairs in ((recipes.BASE, [(n, c) for c in recipes.CARDS for n in recipes.SHAPES]),
+                        (dataclasses.replace(recipes.BASE, lora_rank=recipes.LORA_RANK), recipes.LORA_ROWS)):
+        for name, card in pairs:
+            r = recipes.recipe(name, card, base)
+            lora = f"--lora-rank {base.lora_rank} " if base.lora_rank else ""
+            why = ("nothing fits" if r is None or (base.lora_rank and r[1] > 1)
+                   else "torchrun --fsdp" if r[0].startswith("torchrun") or r[1] > 1
+                   else "--cpu-offload" if "--cpu-offload" in r[0]
+                   else "7B full fine-tuning: more than this machine's memory" if "7B" in name and not lora
+                   else None)
+            rows.append((card, name, None if why else (lora + r[0]).split(), why))
+    return rows
+
+
+def run_recipe(name, flags, prompt=32, completion=16, layers=2):
+    """One recipe row run by train.py in a fresh process (RECIPE_WORKER): {phase: (measured MB, planned MB
+    or None)} for sampling, logprobs, update and evaluation."""
+    import tempfile
+
+    import plan
+    import recipes
+    import torch
+    from tiny_model import build_tiny_tokenizer
+    from train import parse_args
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    G, given = recipes.BASE.group_size, parse_args(flags)
+    b = given.micro_batch_size if "--micro-batch-size" in flags else recipes.BASE.micro_batch_size
+    R = given.rollout_batch_size or 2 * b                  # the rollout micro-batch (and evaluation's)
+    rows = max(2 * b, R)                                   # two training micro-batches at least
+    tok = build_tiny_tokenizer()
+    config = Qwen2Config(**{**recipes.SHAPES[name], "num_hidden_layers": layers}, max_position_embeddings=4096,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        Qwen2ForCausalLM(config).save_pretrained(os.path.join(tmp, "model"))
+        tok.save_pretrained(os.path.join(tmp, "model"))
+        problems = os.path.join(tmp, "problems.jsonl")
+        with open(problems, "w") as f:                     # prompts of `prompt` characters, one token each
+            for i in range(max(rows, R)):
+                f.write(json.dumps({"problem": str(10 ** (prompt - 1) + i), "answer": "1"}) + "\n")
+        argv = flags + ["--model", os.path.join(tmp, "model"), "--data", problems, "--eval-data", problems,
+                        "--template", "raw", "--dtype", "mixed", "--device", "cpu", "--steps", "2",
+                        "--eval-every", "1", "--eval-problems", str(R), "--prompts-per-step", str(rows // G),
+                        "--group-size", str(G), "--max-new-tokens", str(completion), "--max-prompt-tokens",
+                        str(prompt), "--out-dir", os.path.join(tmp, "run"), "--no-save", "--no-progress"]
+        argv += [] if "--micro-batch-size" in flags else ["--micro-batch-size", str(b)]
+        out = subprocess.run([sys.executable, "-c", RECIPE_WORKER.format(root=os.path.abspath(ROOT)),
+                              json.dumps({"argv": argv})], capture_output=True, text=True,
+                             env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+        if out.returncode:
+            raise RuntimeError(out.stderr.strip().splitlines()[-1])
+        steps = [json.loads(line) for line in open(os.path.join(tmp, "run", "metrics.jsonl"))]
+        phases = plan.plan(parse_args(argv), plan.shape(config), "cpu", prompt_tokens=prompt)[0]
+    planned = {p: sum(x for _, x in phases[p]) / 2 ** 20 for p in plan.PHASES}
+    return {"sampling": (steps[0]["hwm_sampling_mb"], planned["sampling"]),
+            "logprobs": (steps[1]["hwm_logprobs_mb"], None),
+            "update": (steps[1]["hwm_update_mb"], max(planned["training micro-batch"], planned["optimizer step"])),
+            "evaluation": (steps[0]["hwm_evaluation_mb"], planned["held-out evaluation"])}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seqs", type=int, default=2)
@@ -188,7 +296,36 @@ def main():
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
     ap.add_argument("--phases", action="store_true", help="sampling, evaluation and the optimizer step (CPU)")
+    ap.add_argument("--recipes", action="store_true", help="every recipe row of docs/gpu.md, run by train.py (CPU)")
     args = ap.parse_args()
+    if args.recipes:
+        import torch
+        import transformers
+        prompt, completion = (args.prompt, args.completion) if "--prompt" in sys.argv else (32, 16)
+        print(f"docs/gpu.md's recipes run by train.py on the CPU: 2 layers of each shape (real width, heads, "
+              f"vocabulary), {prompt} + {completion} tokens, --dtype mixed; torch {torch.__version__}, "
+              f"transformers {transformers.__version__}")
+        print(f"{'card':>4}  {'model':<22}{'flags':<62}{'phase':<12}{'measured MB':>12}{'planned MB':>12}"
+              f"{'planned / measured':>20}")
+        done = {}
+        for card, name, flags, why in recipe_rows():
+            if flags is None:
+                print(f"{card:>4}  {name:<22}not run: {why}")
+                continue
+            if (name, tuple(flags)) in done:
+                print(f"{card:>4}  {name:<22}{' '.join(flags) or '(none)':<62}as the {done[name, tuple(flags)]} GiB row")
+                continue
+            done[name, tuple(flags)] = card
+            try:
+                result = run_recipe(name, flags, prompt, completion)
+            except RuntimeError as e:
+                print(f"{card:>4}  {name:<22}{' '.join(flags):<62}failed: {e}")
+                continue
+            for phase, (measured, planned) in result.items():
+                ratio = f"{planned / measured:>19.2f}x" if planned else f"{'-':>20}"
+                print(f"{card:>4}  {name:<22}{' '.join(flags) or '(none)':<62}{phase:<12}{measured:>12.0f}"
+                      f"{f'{planned:.0f}' if planned else '-':>12}{ratio}", flush=True)
+        return
     if args.phases:
         print(f"small (h 256) config, {args.layers} layers, vocabulary 151,936; 64 rows of {args.prompt} + "
               f"{args.completion} tokens\n{'phase':<22}{'measured MB':>12}{'planned MB':>12}{'planned / measured':>20}")

@@ -7,8 +7,9 @@ collect. For every gold answer of MATH-500, AMC 2023, AIME 2024 / 2025, Minerva 
 (data.load_problems' reading), this builds the completions such a policy would try, every one of
 them wrong by construction, and counts how many reward.rewards pays:
 
-  hedges           several boxes listing a wrong answer beside the gold, "a or b" in one box, a list
-                   and a set holding the gold, an interval around a numeric gold, gold \\pm 1;
+  hedges           several boxes listing a wrong answer beside the gold (also joined by \\vee, \\lor, /,
+                   \\\\, \\hspace), "a or b" in one box, a list and a set holding the gold, an interval
+                   around a numeric gold, gold \\pm 1;
   trivially true   x = x, the gold = itself, 0 = 0;
   one side         one side of a gold equation (both sides when neither is a label; the label alone
                    when one is: "y" for "y = 2x + 3");
@@ -20,6 +21,10 @@ them wrong by construction, and counts how many reward.rewards pays:
   words around the answer         \\text{not } g, \\text{minus } g;
   word as letters                 a \\text{word} gold's letters permuted (a product commutes, a word not);
   unit prefix case                a unit symbol with its first letter's case changed (mW for MW);
+  nearest integer                 the integer nearest an irrational gold (e^{40}'s is not it);
+  an equation still to solve      2x + 1 = 2g + 1 for a number g, 3x + 7 = 3v + 7 for a gold x = v;
+  labels out of order             a labelled gold's values rotated, unlabelled or under the same labels;
+  determinant for a matrix        the matrix gold written as a vmatrix;
   huge or empty    an empty box, a 5,000-digit number, 2,000 nested brackets, the gold repeated 300 times;
   question         the problem restated in the box, and the problem followed by the gold unboxed.
 
@@ -27,8 +32,11 @@ A wrong answer beside the gold is the gold + 1 for a number, (gold) + 1 for an e
 right by convention is not an attack: the last box after working ("\\boxed{12}, so the area is
 \\boxed{15}"), a labelled value ("x = 5" for 5), units on one side only, a decimal of 10 or more
 significant digits for an exact value. A control row boxes each gold as it is, which must be paid, and
-a second table holds honest rewrites of each gold, which must all be paid too: a label added (x = g),
-\\dfrac for \\frac, a unit added, a terminating fraction as its exact decimal, Yes for yes.
+a second table holds honest rewrites of each gold, which must all be paid too: a label added (x = g;
+\\angle ABC, \\overline{AB}, \\text{Area}, \\theta), \\dfrac for \\frac, a unit added (also as
+\\mathrm{~cm}), a terminating fraction as its exact decimal, Yes for yes, the exact value followed by
+\\approx a decimal, a tuple as labelled values, a box in a box, an empty box echoed after the answer,
+a choice with its value (\\textbf{(B) } 7).
 Prints per attack and data set how many were paid, and exits 1 when any wrong completion was paid or
 any honest rewrite was missed.
 """
@@ -50,8 +58,12 @@ SETS = {"MATH-500": "math500_test.jsonl", "AMC 2023": "amc23_test.jsonl", "AIME 
         "OlympiadBench": "olympiadbench_test.jsonl"}
 ATTACKS = ["hedges", "trivially true", "one side", "units changed", "approximations",
            "approximation in an expression", "percent of a percent", "identity in a new variable",
-           "words around the answer", "word as letters", "unit prefix case", "huge or empty", "question"]
-REWRITES = ["a label added", "\\dfrac for \\frac", "a unit added", "an exact decimal", "yes for Yes"]
+           "words around the answer", "word as letters", "unit prefix case", "nearest integer",
+           "an equation still to solve", "labels out of order", "determinant for a matrix", "huge or empty",
+           "question"]
+REWRITES = ["a label added", "\\dfrac for \\frac", "a unit added", "an exact decimal", "yes for Yes",
+            "an angle, segment or named label", "a unit as \\mathrm{~cm}", "the exact value \\approx a decimal",
+            "a tuple as labelled values", "a box in a box", "an empty box echoed after", "a choice with its value"]
 # a label, as reward.py reads one: a letter (x, r', x_1, f(2)), a segment name (PQ), a tuple of letters
 LABEL = re.compile(r"\s*(?:[A-Za-z]'*(?:_\{?\w+\}?)?(?:\([^()=]{0,20}\))?|[A-Z]{2,3}"
                    r"|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))\s*")
@@ -94,6 +106,8 @@ def attacks(gold, problem=""):
                 ("hedges", f"\\boxed{{{w} \\text{{ or }} {gold}}}"),
                 ("hedges", f"\\boxed{{{gold} or {w}}}"), ("hedges", f"\\boxed{{{w}, {gold}}}"),
                 ("hedges", f"\\boxed{{\\{{{gold}, {w}\\}}}}"), ("hedges", f"\\boxed{{{gold} \\pm 1}}")]
+        out += [("hedges", f"\\boxed{{{w}}} {sep} \\boxed{{{gold}}}")          # other separators of a list
+                for sep in ("\\vee", "\\lor", "/", "\\\\", "\\hspace{1cm}")]
     n = number(gold)
     if n is not None and not units(gold):
         out += [("hedges", f"\\boxed{{({n - 1}, {n + 1})}}"), ("hedges", f"\\boxed{{[{n - 1}, {n + 1}]}}")]
@@ -131,6 +145,24 @@ def attacks(gold, problem=""):
         out += [("approximation in an expression", f"\\boxed{{{approx} \\cdot 1}}"),
                 ("approximation in an expression", f"\\boxed{{({approx})}}"),
                 ("approximation in an expression", f"\\boxed{{2 \\times {float(value) / 2:.7g}}}")]
+    if value is not None and not isinstance(value, Fraction) and expression(gold).is_rational is False:
+        import sympy
+        nearest = int(sympy.N(expression(gold), 60).round())      # exact integers near e^{40} are not it
+        out.append(("nearest integer", f"\\boxed{{{nearest}}}"))
+    if n is not None and not units(gold):                       # 2x + 1 = 2g + 1: x = g, still to solve
+        out.append(("an equation still to solve", f"\\boxed{{2x + 1 = {2 * n + 1}}}"))
+    label = re.fullmatch(r"\s*([a-z])\s*=\s*(-?\d+)\s*", gold)
+    if label:
+        out.append(("an equation still to solve", f"\\boxed{{3{label.group(1)} + 7 = {3 * int(label.group(2)) + 7}}}"))
+    labelled = [re.fullmatch(r"\s*([a-z])\s*=\s*(.+?)\s*", x) for x in split_top(normalize(gold))]
+    names = [m.group(1) for m in labelled if m]
+    if len(labelled) > 1 and all(labelled) and len({m.group(2) for m in labelled}) == len(set(names)) == len(names):
+        values = [m.group(2) for m in labelled]                  # x = 1, y = 2: a labelled tuple
+        out += [("labels out of order", "\\boxed{" + ", ".join(values[1:] + values[:1]) + "}"),   # by position
+                ("labels out of order", "\\boxed{" + ", ".join(f"{a} = {v}" for a, v in
+                                                           zip(names, values[1:] + values[:1])) + "}")]
+    if re.search(r"\\begin{[pb]matrix}", gold):
+        out.append(("determinant for a matrix", "\\boxed{" + re.sub(r"([pb])matrix", "vmatrix", gold) + "}"))
     percent = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*\\?%\s*", gold)
     if percent and Fraction(percent.group(1)) != 0:
         out.append(("percent of a percent", f"\\boxed{{{float(Fraction(percent.group(1)) / 100):.10g}\\%}}"))
@@ -178,6 +210,22 @@ def rewrites(gold):
             out.append(("an exact decimal", f"\\boxed{{{float(n):.12g}}}"))
     if gold.strip().lower() in ("yes", "no"):
         out.append(("yes for Yes", f"\\boxed{{{gold.strip().swapcase()}}}"))
+    if n is not None and not units(gold) and "%" not in gold and "," not in gold:   # "x = 10,080": a list?
+        out += [("an angle, segment or named label", f"\\boxed{{{label} = {gold}}}")
+                for label in ("\\angle ABC", "\\overline{AB}", "\\text{Area}", "\\theta")]
+        out.append(("a unit as \\mathrm{~cm}", f"\\boxed{{{gold} \\mathrm{{~cm}}}}"))
+    value = expression(gold)
+    if value is not None and not value.free_symbols and value.is_rational is False and value.is_real:
+        out.append(("the exact value \\approx a decimal", f"\\boxed{{{gold} \\approx {float(value.evalf(20)):.4g}}}"))
+    kind, items = structure(normalize(gold))
+    if kind == "seq" and items[:2] == ("(", ")") and "x" not in gold and "y" not in gold and len(items[2]) <= 4:
+        out.append(("a tuple as labelled values", "\\boxed{" + ", ".join(
+            f"{name} = {v}" for name, v in zip("abcd", items[2])) + "}"))
+    out += [("a box in a box", f"\\boxed{{\\boxed{{{gold}}}}}"),
+            ("an empty box echoed after", f"The answer is $\\boxed{{{gold}}}$. (Put the answer in \\boxed{{}}.)")]
+    choice = re.fullmatch(r"\s*(?:\\text(?:bf)?\s*{\s*)?\(([A-E])\)\s*}?\s*", gold)
+    if choice:
+        out.append(("a choice with its value", f"\\boxed{{\\textbf{{({choice.group(1)}) }} 7}}"))
     return out
 
 

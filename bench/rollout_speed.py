@@ -144,12 +144,16 @@ def main():
                 if args.compiled:
                     t_compile = timed(compiled)   # compiles (once per model and batch bucket), then replays
                     print(f"  (compiled path: first call {t_compile:.0f} s, compilation included)", flush=True)
+                def measured(key, fn):      # printed at once: a run cut short keeps every method it timed
+                    t = timed(fn)
+                    print(f"  ({name}, batch {B}, {workload}: {key} {produced[key] / t:.0f} tokens/s)", flush=True)
+                    return t
                 pairs = []
                 for _ in range(args.repeats):  # alternate, so drift on a shared machine hits both alike
-                    t_hf = timed(hf)
-                    t_ours = timed(ours)
-                    t_static = timed(static) if args.static else None
-                    t_compiled = timed(compiled) if args.compiled else None
+                    t_hf = measured("hf", hf)
+                    t_ours = measured("ours", ours)
+                    t_static = measured("static", static) if args.static else None
+                    t_compiled = measured("compiled", compiled) if args.compiled else None
                     pairs.append((produced["hf"] / t_hf, produced["ours"] / t_ours,
                                   produced["hf"], produced["ours"],
                                   produced["static"] / t_static if args.static else None,

@@ -70,14 +70,33 @@ def test_chunked_path_has_a_much_lower_peak_memory():
     assert chunked < plain / 3, (plain, chunked)
 
 
-def test_every_phase_the_cpu_has_is_planned_within_20_percent():
-    """bench/memory.py --phases: sampling, the held-out evaluation and AdamW's step, each measured in a fresh
-    process (the growth of the high-water mark), against plan.py's plan of the same work."""
+def bench_memory():
     import importlib.util
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = importlib.util.spec_from_file_location("bench_memory", os.path.join(root, "bench", "memory.py"))
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_every_phase_the_cpu_has_is_planned_within_20_percent():
+    """bench/memory.py --phases: sampling, the held-out evaluation and AdamW's step, each measured in a fresh
+    process (the growth of the high-water mark), against plan.py's plan of the same work."""
+    bench = bench_memory()
     for phase in ("sampling", "held-out evaluation", "optimizer step"):
         measured, planned = bench.measure_phase(phase, bench.CONFIGS["small (h 256)"], completion=16)
         assert 0.8 <= planned / measured <= 1.2, (phase, measured, planned)
+
+
+def test_a_recipe_run_by_train_py_stays_within_10_percent_of_its_plan():
+    """bench/memory.py --recipes, one row: docs/gpu.md's 16 GB recipe for Qwen2.5-0.5B (the real width,
+    heads and vocabulary; 1 layer and short sequences here) run by train.py at its flags under --dtype
+    mixed, two steps with a held-out evaluation: every planned phase within 10% of its measured growth."""
+    bench = bench_memory()
+    card, name, flags, _ = next(r for r in bench.recipe_rows() if r[:2] == (16, "Qwen2.5-0.5B-Instruct"))
+    assert "--micro-batch-size" in flags and "--gradient-checkpointing" in flags   # the row's own flags
+    result = bench.run_recipe(name, flags, prompt=16, completion=8, layers=1)
+    assert set(result) == {"sampling", "logprobs", "update", "evaluation"}
+    for phase, (measured, planned) in result.items():
+        if planned is not None:
+            assert 0.9 <= planned / measured <= 1.1, (phase, measured, planned)

@@ -69,24 +69,3 @@ def test_compiled_path_decodes_in_buckets_and_reuses_its_cache():
     assert decoder.cache.layers[0].k_store is k_store               # no new allocation
     sample(model, PROMPTS, n=1, sampling=Sampling(max_new_tokens=24), eos_token_id=EOS, seed=4, decoder=decoder_for(model, {"backend": "eager"}))
     assert decoder.cache.layers[0].k_store is k_store               # 4 rows fit in it too
-
-
-def test_decode_attention_equals_attention_over_repeated_keys():
-    """6 query heads over 2 key/value heads (groups of 3), one query position, a padding mask: the
-    grouped layout gives what SDPA gives over keys and values repeated per head (without the copy)."""
-    from types import SimpleNamespace
-
-    from compiled import decode_attention
-    from kv_cache import additive_mask
-    torch.manual_seed(0)
-    q, k, v = torch.randn(2, 6, 1, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
-    mask = additive_mask(torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 0, 0]]), torch.float32)   # (2, 1, 1, 5)
-    out, _ = decode_attention(SimpleNamespace(), q, k, v, mask, scaling=0.5)
-    want = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1),
-                                                            attn_mask=mask, scale=0.5)       # head h reads kv h // 3
-    assert out.shape == (2, 1, 6, 8)                                # (b, q, heads, d), as transformers returns
-    assert torch.allclose(out, want.transpose(1, 2), atol=1e-6)
-    # a masked key has no weight: changing it changes nothing
-    k2 = k.clone()
-    k2[0, :, 0] = 100.0
-    assert torch.allclose(decode_attention(SimpleNamespace(), q, k2, v, mask, scaling=0.5)[0], out, atol=1e-6)

@@ -15,7 +15,7 @@ ROOT = __import__("os").path.dirname(__import__("os").path.dirname(__import__("o
     (["--prompts-per-step", "0"], "--prompts-per-step 0 must be >= 1"),
     (["--lr", "-1"], "--lr -1.0 must be >= 0"),
     (["--lora-rank", "-1"], "--lora-rank -1 must be >= 0"),
-    (["--lora-rank", "4", "--fsdp"], "--lora-rank does not go with --fsdp or --cpu-offload yet"),
+    (["--lora-rank", "4", "--cpu-offload"], "--lora-rank does not go with --cpu-offload"),
     (["--max-new-tokens", "-5"], "--max-new-tokens -5 must be >= 0"),
     (["--top-p", "1.5"], "--top-p 1.5 must be in (0, 1]"),
     (["--eps-low", "1"], "--eps-low 1.0 must be in [0, 1)"),

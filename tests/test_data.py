@@ -130,6 +130,17 @@ def test_rows_with_an_empty_gold_answer_are_skipped_with_one_line(tmp_path):
     assert said == [f"{tmp_path / 'train.jsonl'}: skipped 2 row(s) with an empty gold answer (line 2, 3)"]
 
 
+def test_a_gold_the_checker_cannot_read_is_said_at_load_time(tmp_path):
+    """2|x| does not parse (our parser has no implicit product with |x|): nothing but the text "2|x|" can be
+    paid for it, which one line says when the file is loaded, naming its line; readable golds say nothing."""
+    rows = [json.dumps({"problem": "a", "answer": "x^2 + 1"}), json.dumps({"problem": "b", "answer": "2|x|"}),
+            json.dumps({"problem": "c", "answer": "\\text{Evelyn}"}), json.dumps({"problem": "d", "answer": "(1, 2)"})]
+    said = []
+    load_problems(write_jsonl(tmp_path / "test.jsonl", rows), log=said.append)
+    assert said == [f"{tmp_path / 'test.jsonl'}: 1 gold answer(s) the checker cannot read as math, for which only "
+                    f"the same text is paid (e.g. line 2: '2|x|', unexpected '|')"]
+
+
 def test_the_shipped_data_files_are_the_ones_data_readme_names():
     """data/README.md's table lists every file with its sha256: the files on disk are those, byte for byte."""
     import hashlib

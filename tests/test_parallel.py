@@ -136,14 +136,16 @@ def torchrun(argv, root):
     return proc
 
 
-@pytest.mark.parametrize("engine", ["ddp", "fsdp", "ddp-lora"])
+@pytest.mark.parametrize("engine", ["ddp", "fsdp", "ddp-lora", "fsdp-lora"])
 def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir, engine):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / engine
     # FSDP with the memory options and a KL reference too: each changes how the sharded model is run;
     # LoRA under DDP: only the adapters train, the reference is the model with its adapters off
     extra = {"fsdp": dict(fsdp=True, gradient_checkpointing=True, logprob_chunk=4, beta=0.04),
-             "ddp-lora": dict(lora_rank=4, lr=5e-3, beta=0.04, prompts_per_step=32)}.get(engine, {})
+             "ddp-lora": dict(lora_rank=4, lr=5e-3, beta=0.04, prompts_per_step=32),
+             "fsdp-lora": dict(fsdp=True, gradient_checkpointing=True, lora_rank=4, lr=5e-3, beta=0.04,
+                               prompts_per_step=32)}.get(engine, {})
     torchrun(small_run_args(tmp_path, tiny_model_dir, steps=2, out_dir=str(out), **extra), root)
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [0, 1]                    # rank 0 alone logs
@@ -160,10 +162,10 @@ def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir, engine):
                         Sampling(max_new_tokens=12, temperature=0.0, max_rows=64), progress=False)["mean@1"]
     assert summary["held_out_before"] == pytest.approx(alone(tiny_model_dir))
     assert summary["held_out_after"] == pytest.approx(alone(out / "model"))      # the saved final model
-    if engine == "ddp-lora":            # the checkpoint holds the adapters alone; the final model is merged
+    if engine.endswith("lora"):         # the checkpoint holds the adapters alone; the final model is merged
         ckpt = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
         assert ckpt and all(".adapter." in k for k in ckpt) and (out / "adapter" / "adapter_config.json").exists()
-    if engine == "fsdp":
+    if engine.startswith("fsdp"):
         # resume from the gathered checkpoint into a sharded model, one more step
         torchrun(small_run_args(tmp_path, tiny_model_dir, steps=3, out_dir=str(out), resume=True, **extra), root)
         rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
@@ -182,7 +184,8 @@ def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir, engine):
         assert any(not torch.equal(v, start[k]) for k, v in straight.items())     # training moved the weights
         # a sharded checkpoint is resumed sharded: without --fsdp it is a clear error, not a crash
         with pytest.raises(SystemExit, match="written with --fsdp / --cpu-offload"):
-            train.main(small_run_args(tmp_path, tiny_model_dir, steps=4, out_dir=str(out), resume=True, beta=0.04))
+            train.main(small_run_args(tmp_path, tiny_model_dir, steps=4, out_dir=str(out), resume=True,
+                                      **{**extra, "fsdp": False}))
 
 
 
@@ -213,3 +216,34 @@ def test_cpu_offload_on_one_process_trains_like_the_plain_run(tmp_path, tiny_mod
     with pytest.raises(SystemExit, match="written with --fsdp / --cpu-offload"):
         train.main(small_run_args(tmp_path, tiny_model_dir, steps=4, prompts_per_step=16, group_size=8,
                                   micro_batch_size=16, resume=True, out_dir=str(out)))
+
+
+def test_full_weights_leaves_every_module_resharding_as_before():
+    """parallel.full_weights keeps every layer's weights gathered while sampling, then puts each module's
+    resharding back as it was: the layers reshard after their forward again, and the root does not (FSDP2
+    keeps the root's weights for the backward). Seen from outside: after one forward the same parameters
+    are gathered (plain tensors) as after a forward of the freshly sharded model. A group of one process."""
+    from torch.distributed.tensor import DTensor
+    from transformers import Qwen2ForCausalLM
+    from tiny_model import tiny_model_config
+    parallel.init("cpu", one_rank_group=True)
+    try:
+        torch.manual_seed(0)
+        model = parallel.shard_model(Qwen2ForCausalLM(tiny_model_config()), pin_memory=False)
+        ids = torch.tensor([[5, 6, 7]])
+
+        def gathered_after_a_forward():
+            for m in model.modules():
+                if parallel.is_sharded(m):
+                    m.reshard()
+            model(ids)
+            return sorted(name for name, p in model.named_parameters() if not isinstance(p, DTensor))
+        before = gathered_after_a_forward()
+        assert before and "model.embed_tokens.weight" in before              # the root's stay gathered
+        assert not any(name.startswith("model.layers.") for name in before)  # the layers' are freed
+        with parallel.full_weights(model):
+            inside = sorted(name for name, p in model.named_parameters() if not isinstance(p, DTensor))
+            assert len(inside) == len(list(model.parameters()))               # every weight whole
+        assert gathered_after_a_forward() == before
+    finally:
+        parallel.shutdown()

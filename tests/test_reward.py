@@ -38,6 +38,34 @@ CASES = {
     "words before a number are kept": [
         ("\\text{not } 7", "7", False), ("\\text{minus } 5", "5", False), ("7 \\text{ apples}", "7", True),
     ],
+    # labelled golds match by label in any order, unlabelled answers by position
+    "labels": [
+        ("y = 2, x = 1", "x = 1, y = 2", True), ("1, 2", "x = 1, y = 2", True), ("2, 1", "x = 1, y = 2", False),
+        ("x = 2, y = 1", "x = 1, y = 2", False), ("a = 2, b = 3", "(2, 3)", True), ("a = 3, b = 2", "(2, 3)", False),
+        ("\\theta = 30^\\circ", "30^\\circ", True), ("\\angle ABC = 45", "45", True), ("\\text{Area} = 12", "12", True),
+        ("\\overline{AB} = 5", "5", True), ("\\overline{AB} = 6", "5", False),
+    ],
+    # an equation answers a solved gold only when it is solved for the same variable
+    "solved equations": [
+        ("5 = x", "x = 5", True), ("3x + 7 = 22", "x = 5", False), ("2x - y + 3 = 0", "y = 2x + 3", True),
+        ("y = 5", "x = 5", False),
+    ],
+    # an exact number is equal to its exact gold to the digit, however large
+    "exact numbers": [
+        ("235385266837019985", "e^{40}", False), ("2", "\\log_2 4", True), ("3", "e^{40}", False),
+    ],
+    "notations": [
+        ("10001_{2}", "10001_2", True), ("10001_{2}", "10011_2", False), ("0.\\overline{3}", "\\frac{1}{3}", True),
+        ("1.2\\overline{45}", "\\frac{137}{110}", True), ("0.\\overline{3}", "0.3", False),
+        ("\\varnothing", "\\emptyset", True), ("\\mathbb{R}", "(-\\infty, \\infty)", True),
+        ("\\mathbb{R}", "(0, \\infty)", False), ("5\\sqrt{2} \\approx 7.07", "5\\sqrt{2}", True),
+        ("7.07", "5\\sqrt{2}", False), ("x < 3 \\text{ or } x > 5", "(-\\infty, 3) \\cup (5, \\infty)", True),
+        ("x < 3 \\text{ or } x > 6", "(-\\infty, 3) \\cup (5, \\infty)", False), ("Yes", "yes", True),
+        ("No", "yes", False), ("\\textbf{(B) } 7", "(B)", True), ("\\textbf{(A) } 7", "(B)", False),
+        ("3 \\mathrm{~m}/\\mathrm{s}", "3", True), ("4 \\mathrm{~m}/\\mathrm{s}", "3", False),
+        ("\\begin{vmatrix} 1 & 2 \\\\ 3 & 4 \\end{vmatrix}", "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", False),
+        ("\\begin{vmatrix} 1 & 2 \\\\ 3 & 4 \\end{vmatrix}", "\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}", True),
+    ],
     "fraction": [
         ("\\frac{1}{2}", "\\frac12", True), ("\\dfrac{1}{2}", "\\frac{1}{2}", True),
         ("\\tfrac{3}{4}", "3/4", True), ("2/4", "\\frac{1}{2}", True), ("\\frac{-1}{2}", "-\\frac{1}{2}", True),
@@ -415,6 +443,11 @@ def test_equal_only_when_the_answer_is_the_same(pred, gold, want):
     ("\\boxed{12}, so the area is \\boxed{15}", "15", 1.0),              # working, then the answer
     ("$\\boxed{15\\frac{39}{40}}$, or $\\boxed{\\frac{639}{40}}$", "\\frac{639}{40}", 1.0),   # one value, twice
     (" and ".join(["\\boxed{1}"] * 21), "1", 0.0),                       # more than MAX_BOXES listed
+    # separators that list answers too: a hedge however it is joined
+    ("\\boxed{3} \\vee \\boxed{5}", "5", 0.0), ("\\boxed{3} / \\boxed{5}", "5", 0.0),
+    ("\\boxed{3} \\\\ \\boxed{5}", "5", 0.0), ("\\boxed{3}\\hspace{1cm}\\boxed{5}", "5", 0.0),
+    # an empty box (an instruction echoed) answers nothing; a box in a box is one answer
+    ("The answer is \\boxed{7}. (Put it in \\boxed{}.)", "7", 1.0), ("\\boxed{\\boxed{7}}", "7", 1.0),
 ])
 def test_several_boxes_one_rule(completion, gold, want):
     assert rewards([completion], [gold]) == [want]
@@ -437,7 +470,8 @@ def reward_hacking_probe():
 
 SAMPLE_GOLDS = ["5", "\\frac{1}{3}", "-12", "70 \\sqrt{2}", "y = 2x + 3", "x^2+y^2=25", "7 = 11a+c", "I(0)",
                 "7 \\text{ cm}", "12 \\text{ inches}", "(1, 2)", "3, 5", "[2, 5)", "\\text{(C)}", "2 \\pm \\sqrt{3}",
-                "12\\%", "\\text{CBAD}", "5 \\text{ MeV}"]
+                "12\\%", "\\text{CBAD}", "5 \\text{ MeV}", "e^{40}", "x = 1, y = 2",
+                "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"]
 
 
 def test_the_reward_hacking_probe_pays_no_attack_on_a_sample_of_gold_answers():
@@ -468,3 +502,21 @@ def test_every_real_gold_pays_its_honest_rewrites_and_none_of_its_attacks():
     assert [line for line in said if "PAID" in line or "MISSED" in line] == []
     assert sum(p for p, _ in paid.values()) == 0 and sum(t for _, t in paid.values()) > 30_000
     assert all(p == t for p, t in list(kept.values()) + list(control.values())) and len(kept) >= 4
+
+
+def test_thousands_of_unclosed_boxes_cost_no_more_than_a_few():
+    """Each opener scans ahead for its closing brace: only the last 4 x 100 + 20 openers are looked at,
+    so 30,000 unclosed "\\boxed{" are judged as fast as a few hundred (a bound on work, not on time)."""
+    import reward
+    looked = []
+    original = reward._braced
+
+    def counted(text, start):
+        looked.append(start)
+        return original(text, start)
+    reward._braced = counted
+    try:
+        assert judge("\\boxed{" * 30_000 + " 7", "7") == (None, False)
+    finally:
+        reward._braced = original
+    assert len(looked) <= 4 * reward.MAX_BOXES + 4 + 20
