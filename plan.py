@@ -121,9 +121,9 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     kv_per_token = 2 * L * kv * a                                # keys and values of all layers
     N_a, N_t = lora_sizes(cfg, s)                                # LoRA: adapter parameters, adapted weights
     if cfg.lora_rank:       # the frozen base in the compute dtype (bf16 under mixed), the adapters in fp32
-        kept = [("frozen base model (N a)", N * a),
-                ("LoRA adapters (N_a = r (in + out) per Linear, x 4)", N_a * 4),
-                ("AdamW moments of the adapters (2 N_a x 4)", 2 * N_a * 4)]
+        kept = [("frozen base model (N a / shards)", N * a / shard),
+                ("LoRA adapters (N_a = r (in + out) per Linear, x 4 / shards)", N_a * 4 / shard),
+                ("AdamW moments of the adapters (2 N_a x 4 / shards)", 2 * N_a * 4 / shard)]
     else:
         kept = [] if offload else [("weights (N w / shards)", N * w / shard),
                                    ("AdamW moments (2 N w / shards)", 2 * N * w / shard)]

@@ -129,7 +129,7 @@ def test_the_readme_example_does_not_fit_24_gib_and_says_what_would(tmp_path, ca
     assert fix.split("(")[0].split()[:6] == ["fits", "with:", "--lora-rank", "16", "--logprob-chunk", "256"]
     lora = train.main(argv + fix.split("with: ", 1)[1].rsplit("  (", 1)[0].split())
     text = capsys.readouterr().out
-    assert "frozen base model (N a)" in text and "fits:" in text and plan.needed_gib(lora["total_gib"] * GiB) <= 24
+    assert "frozen base model (N a / shards)" in text and "fits:" in text and plan.needed_gib(lora["total_gib"] * GiB) <= 24
     # full fine-tuning on one card: the state goes to host memory (FSDP2's CPU offload)
     flags = ["--cpu-offload", "--logprob-chunk", "256", "--gradient-checkpointing"]
     again = train.main(argv + flags)
