@@ -142,8 +142,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     check_arguments(args, PAPER_PROTOCOL["samples"] if args.samples is None else args.samples,
                     PAPER_PROTOCOL["temperature"] if args.temperature is None else args.temperature)
+    notes = []                             # what loading said (rows skipped, golds read as text only)
     try:                                   # every file is read (and checked) before the model loads
-        benchmarks = {name: (path, load_problems(path))
+        benchmarks = {name: (path, load_problems(path, log=notes.append))
                       for name, path in suite_files(args.benchmarks, args.data_dir).items()}
     except DataError as e:
         raise SystemExit(f"error: {e}")
@@ -154,6 +155,8 @@ def main(argv=None):
                 "top_k": PAPER_PROTOCOL["top_k"] if args.top_k is None else args.top_k,
                 "max_new_tokens": args.max_new_tokens or PAPER_PROTOCOL["max_new_tokens"]}
     model, tok, _ = load_model(args)
+    for note in notes:                     # said once the model is there: a bad --model stays one line
+        print(note, file=sys.stderr)
     out = args.out or os.path.join(args.model if os.path.isdir(args.model) else ".", "eval_suite")
     summaries, table = run_suite(model, tok, benchmarks, out, protocol, args.template, args.batch_size,
                                  args.seed, model_name=args.model, decoder=decoder_for(model, args.compile))
