@@ -52,6 +52,7 @@ def load_problems(path, problem_field="", answer_field="answer", log=None):
     """
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
+    say = log or (lambda m: print(m, file=sys.stderr))
     out, empty = [], []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -79,15 +80,13 @@ def load_problems(path, problem_field="", answer_field="answer", log=None):
             out.append({"problem": row[pf], "gold": gold, "line": lineno,
                         **({"id": str(row["id"])} if "id" in row else {})})
     if empty:
-        (log or (lambda m: print(m, file=sys.stderr)))(
-            f"{path}: skipped {len(empty)} row(s) with an empty gold answer "
+        say(f"{path}: skipped {len(empty)} row(s) with an empty gold answer "
             f"(line {', '.join(map(str, empty))})")
     if not out:
         raise DataError(f"{path}: no problems in file")
     unreadable = [(p["line"], p["gold"], why) for p in out for why in [unreadable_gold(p["gold"])] if why]
     if unreadable:                      # nothing but the same text can match these: say so, once
-        (log or (lambda m: print(m, file=sys.stderr)))(
-            f"{path}: {len(unreadable)} gold answer(s) the checker cannot read as math, for which only the "
+        say(f"{path}: {len(unreadable)} gold answer(s) the checker cannot read as math, for which only the "
             f"same text is paid (e.g. "
             + "; ".join(f"line {n}: {g[:40]!r}, {why}" for n, g, why in unreadable[:3]) + ")")
     return out

@@ -51,7 +51,6 @@ digits, exponents, factorials), and sympy runs under a hard timeout (SIGALRM in 
 thread or process is left behind). Any failure means "not equal", with a reason for logging.
 """
 
-import math
 import random
 import re
 from fractions import Fraction

@@ -141,11 +141,11 @@ class EagerDecoder:
 
     def start(self, model, cache, mask, L):
         """Keep the prefilled cache; the run's mask (b, L + new tokens) as the attention takes it: for
-        SDPA and eager attention the additive 4D mask (made once for the run), else as it is."""
+        SDPA and eager attention the additive 4D mask (made once for the run), and the decode steps then
+        attend with kv_cache.decode_attention; else the mask as it is."""
         self.cache, self.cache_kw = cache, cache_kwarg(model)
-        if getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager"):
-            return additive_mask(mask, compute_dtype(model))
-        return mask
+        self.regroup = getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager")
+        return additive_mask(mask, compute_dtype(model)) if self.regroup else mask
 
     def compact(self, keep, filled):
         """Keep only the rows `keep` (n,) of the cache."""
@@ -153,10 +153,9 @@ class EagerDecoder:
 
     def __call__(self, model, ids, pos, mask, at):
         """One step for the r rows: their last tokens ids (r,) at positions pos (r,), attending to the
-        first at + 1 positions of mask -> next-token logits (r, V). With SDPA or eager attention the step
-        attends with kv_cache.decode_attention, which reads grouped keys and values without copying them."""
-        regroup = getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager")
-        with decode_attention_in(model) if regroup else contextlib.nullcontext():
+        first at + 1 positions of mask -> next-token logits (r, V). With SDPA or eager attention (start)
+        the step attends with kv_cache.decode_attention: grouped keys and values read without a copy."""
+        with decode_attention_in(model) if self.regroup else contextlib.nullcontext():
             out = model(input_ids=ids[:, None], attention_mask=mask[..., :at + 1], position_ids=pos[:, None],
                         use_cache=True, **{self.cache_kw: self.cache})
         return out.logits[:, -1].float()

@@ -75,15 +75,15 @@ print(json.dumps({{"oom": oom, "rows": rows, "planned": planned, "needed_gib": r
 """
 
 
-def write_model(path, shape):
-    """A random-weight Qwen2 of `shape`, saved once in bf16 with the built-in character tokenizer (the
-    model samples ids the tokenizer cannot spell, which decode to nothing)."""
+def write_model(path, shape, dtype="bfloat16"):
+    """A random-weight Qwen2 of `shape`, saved once in `dtype` with the built-in character tokenizer (the
+    model samples ids the tokenizer cannot spell, which decode to nothing). bench/memory.py uses it too."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from tiny_model import build_tiny_tokenizer
     cfg = Qwen2Config(**shape, max_position_embeddings=4096, pad_token_id=0, eos_token_id=1)
     torch.manual_seed(0)
-    Qwen2ForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
+    Qwen2ForCausalLM(cfg).to(getattr(torch, dtype)).save_pretrained(path)
     build_tiny_tokenizer().save_pretrained(path)
     return path
 

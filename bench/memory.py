@@ -250,26 +250,18 @@ def run_recipe(name, flags, prompt=32, completion=16, layers=2):
 
     import plan
     import recipes
-    import torch
-    from tiny_model import build_tiny_tokenizer
+    from gpu_check import write_model, write_problems
     from train import parse_args
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config
     G, given = recipes.BASE.group_size, parse_args(flags)
     b = given.micro_batch_size if "--micro-batch-size" in flags else recipes.BASE.micro_batch_size
     R = given.rollout_batch_size or 2 * b                  # the rollout micro-batch (and evaluation's)
     rows = max(2 * b, R)                                   # two training micro-batches at least
-    tok = build_tiny_tokenizer()
-    config = Qwen2Config(**{**recipes.SHAPES[name], "num_hidden_layers": layers}, max_position_embeddings=4096,
-                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    shape = {**recipes.SHAPES[name], "num_hidden_layers": layers}
     with tempfile.TemporaryDirectory() as tmp:
-        torch.manual_seed(0)
-        Qwen2ForCausalLM(config).save_pretrained(os.path.join(tmp, "model"))
-        tok.save_pretrained(os.path.join(tmp, "model"))
-        problems = os.path.join(tmp, "problems.jsonl")
-        with open(problems, "w") as f:                     # prompts of `prompt` characters, one token each
-            for i in range(max(rows, R)):
-                f.write(json.dumps({"problem": str(10 ** (prompt - 1) + i), "answer": "1"}) + "\n")
-        argv = flags + ["--model", os.path.join(tmp, "model"), "--data", problems, "--eval-data", problems,
+        model = write_model(os.path.join(tmp, "model"), shape, dtype="float32")
+        problems = write_problems(os.path.join(tmp, "problems.jsonl"), prompt, n=max(rows, R))
+        argv = flags + ["--model", model, "--data", problems, "--eval-data", problems,
                         "--template", "raw", "--dtype", "float32" if "--lora-rank" in flags else "mixed",
                         "--device", "cpu", "--steps", "2",
                         "--eval-every", "1", "--eval-problems", str(R), "--prompts-per-step", str(rows // G),
@@ -282,7 +274,7 @@ def run_recipe(name, flags, prompt=32, completion=16, layers=2):
         if out.returncode:
             raise RuntimeError(out.stderr.strip().splitlines()[-1])
         steps = [json.loads(line) for line in open(os.path.join(tmp, "run", "metrics.jsonl"))]
-        phases = plan.plan(parse_args(argv), plan.shape(config), "cpu", prompt_tokens=prompt)[0]
+        phases = plan.plan(parse_args(argv), plan.shape(Qwen2Config(**shape)), "cpu", prompt_tokens=prompt)[0]
     planned = {p: sum(x for _, x in phases[p]) / 2 ** 20 for p in plan.PHASES}
     return {"sampling": (steps[0]["hwm_sampling_mb"], planned["sampling"]),
             "logprobs": (steps[1]["hwm_logprobs_mb"], None),
