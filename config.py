@@ -163,7 +163,7 @@ RANGES = {"train_problems": AT_LEAST_0, "max_prompt_tokens": AT_LEAST_1,
 
 
 # LoRA's default learning rate, as a multiple of full fine-tuning's: "LoRA Without Regret" finds about
-# 10x for pretrained models; on the built-in task rank 32 does best at 3x (`python bench/lora.py --ranks 32
+# 10x for pretrained models; on the built-in task rank 32 does best at 3x (`python bench/lora_vs_full.py --ranks 32
 # --seeds 0 --lr-multipliers 2 3 5 10`: 74.2%, 75.6%, 66.4% held-out, collapsed at 10x; docs/training.md)
 LORA_LR = 3.0
 

@@ -171,7 +171,11 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     # and after the step); the activations of one micro-batch; the log-prob head (rollout.ChunkedLogprobHead)
     grads = [] if offload else [("gradients (N w / shards)", N * w / shard)] if not cfg.lora_rank else \
         [("gradients of the adapters (N_a x 4)", N_a * 4)]
-    train = grads * (rows_per_rank > b) + [
+    # one micro-batch per step: no gradient exists before it, but the head's (V h w) is made first in its
+    # backward, while the log-prob head's temporaries are alive (bench/memory.py measures it)
+    head_grad = [] if offload or cfg.lora_rank else [("gradient of the output head, made first in the "
+                                                      "backward (V h w)", V * h * w)]
+    train = (grads if rows_per_rank > b else head_grad) + [
         ("activations of one micro-batch (b S x per-token bytes)",
          b * S * activation_bytes_per_token(s, a, cfg.gradient_checkpointing)),
         ("logits and log-softmax (b T V, or b c V chunked)", logit_bytes(s, a, b, T, cfg.logprob_chunk))]

@@ -42,7 +42,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, ".."))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, HERE)
+sys.path.append(HERE)                       # bench/recipes.py, after the project's own modules
 
 # memory bandwidth in GB/s of common cards (vendor data sheets), matched on the device name
 BANDWIDTH = {"H200": 4800, "H100 SXM": 3350, "H100 PCIe": 2000, "H100": 3350, "A100-SXM4-80GB": 2039,

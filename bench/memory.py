@@ -46,7 +46,8 @@ memory, is full size). For each option the GRPO log-probs of --seqs sequences ar
   chunk+ckpt+lora16  both, and LoRA adapters of rank 16 on every Linear of attention and the MLP, the
               base frozen (--lora-rank 16: lora.py)
 
-Peak memory is the growth of the process's peak RSS on CPU (each option runs in a fresh process),
+Peak memory is the growth of the process's high-water mark on CPU (VmHWM, reset before the step, so the
+model build's own peak does not hide the step's; each option runs in a fresh process),
 torch.cuda.max_memory_allocated on a GPU, divided by the number of sequences. Each result is also
 printed as a ratio to `plain`, measured in the same run, and beside what plan.py plans for the same
 work (the activations of the micro-batch and the log-prob head): planned / measured.
@@ -60,7 +61,7 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))          # bench/recipes.py
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))   # bench/recipes.py, after the project's own modules
 CONFIGS = {
     "small (h 256)": dict(hidden_size=256, intermediate_size=1024, num_attention_heads=4, num_key_value_heads=2,
                           tie_word_embeddings=True),
@@ -73,7 +74,7 @@ OPTIONS = {"plain": (0, False, 0), "chunk": (128, False, 0), "ckpt": (0, True, 0
            "chunk+ckpt+lora16": (128, True, 16)}
 
 WORKER = """
-import json, resource, sys, time, torch
+import json, sys, time, torch
 sys.path.insert(0, {root!r})
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from rollout import sequence_logprobs
@@ -97,15 +98,19 @@ def step():
         lp = sequence_logprobs(model, ids, pm, tok, m, 1.0, a["chunk"] or None)
     (lp * m).sum().backward()
     model.zero_grad(set_to_none=True)
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key + ":"))
 if dev.type == "cuda":
     torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
-else:
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+else:                       # the high-water mark starts again at the current size (not the model build's peak)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = status("VmRSS")
 t0 = time.perf_counter(); step()
 if dev.type == "cuda":
     torch.cuda.synchronize(); peak = torch.cuda.max_memory_allocated() - base
 else:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    peak = status("VmHWM") - base
 dt = time.perf_counter() - t0
 t0 = time.perf_counter(); step()
 if dev.type == "cuda":
@@ -115,16 +120,17 @@ print(json.dumps({{"peak_mb_per_seq": peak / 2**20 / B, "tokens_per_s": B * (L +
 """
 
 
-def planned_mb_per_seq(cfg, layers, seqs, prompt, completion, chunk, ckpt, device):
+def planned_mb_per_seq(cfg, layers, seqs, prompt, completion, chunk, ckpt, device, lora=0):
     """plan.py's bytes for this benchmark's step, per sequence: the activations and the log-prob head of
-    one micro-batch (the gradients are made in the backward, after that peak, as in a run's first
-    micro-batch)."""
+    one micro-batch, and the output head's fp32 gradient, made first in the backward, while the log-prob
+    head's temporaries are alive (the other gradients come after that peak, as in a run's only
+    micro-batch; LoRA's head is frozen)."""
     import plan
     from transformers import Qwen2Config
     s = plan.shape(Qwen2Config(vocab_size=151936, num_hidden_layers=layers, **cfg))
     a = 2 if device == "cuda" else 4                  # bf16 autocast on CUDA, fp32 on a CPU
     total = (seqs * (prompt + completion) * plan.activation_bytes_per_token(s, a, ckpt)
-             + plan.logit_bytes(s, a, seqs, completion, chunk))
+             + plan.logit_bytes(s, a, seqs, completion, chunk) + (0 if lora else s["V"] * s["h"] * 4))
     return total / 2 ** 20 / seqs
 
 
@@ -134,11 +140,11 @@ def measure(cfg, layers, seqs, prompt, completion, option, device):
     a = dict(config=cfg, layers=layers, seqs=seqs, prompt=prompt, completion=completion, chunk=chunk, ckpt=ckpt,
              lora=rank, device=device)
     out = subprocess.run([sys.executable, "-c", WORKER.format(root=os.path.abspath(ROOT)), json.dumps(a)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
     if out.returncode:
         raise RuntimeError(out.stderr.strip().splitlines()[-1])
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    r["planned_mb_per_seq"] = planned_mb_per_seq(cfg, layers, seqs, prompt, completion, chunk, ckpt, device)
+    r["planned_mb_per_seq"] = planned_mb_per_seq(cfg, layers, seqs, prompt, completion, chunk, ckpt, device, rank)
     return r
 
 
@@ -334,7 +340,7 @@ def main():
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     print(f"device: {name}; {args.seqs} sequences of {args.prompt} + {args.completion} tokens; {args.layers} layers")
-    print(f"{'config':<16}{'option':<12}{'MB / sequence':>14}{'vs plain':>10}{'tokens/s':>10}{'vs plain':>10}"
+    print(f"{'config':<16}{'option':<19}{'MB / sequence':>14}{'vs plain':>10}{'tokens/s':>10}{'vs plain':>10}"
           f"{'planned MB':>12}{'planned / measured':>20}")
     for cname in args.configs:
         cfg, base = CONFIGS[cname], None
@@ -342,10 +348,10 @@ def main():
             try:
                 r = measure(cfg, args.layers, args.seqs, args.prompt, args.completion, opt, device)
             except RuntimeError as e:
-                print(f"{cname:<16}{opt:<12} failed: {e}")
+                print(f"{cname:<16}{opt:<19} failed: {e}")
                 continue
             base = base or r
-            print(f"{cname:<16}{opt:<12}{r['peak_mb_per_seq']:>14.0f}{r['peak_mb_per_seq'] / base['peak_mb_per_seq']:>9.2f}x"
+            print(f"{cname:<16}{opt:<19}{r['peak_mb_per_seq']:>14.0f}{r['peak_mb_per_seq'] / base['peak_mb_per_seq']:>9.2f}x"
                   f"{r['tokens_per_s']:>10.0f}{r['tokens_per_s'] / base['tokens_per_s']:>9.2f}x"
                   f"{r['planned_mb_per_seq']:>12.0f}{r['planned_mb_per_seq'] / r['peak_mb_per_seq']:>19.2f}x", flush=True)
 

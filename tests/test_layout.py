@@ -34,6 +34,14 @@ def test_every_module_is_named_here_in_the_readme_and_has_its_test_file():
         assert os.path.exists(os.path.join(ROOT, "tests", f"test_{m}.py")), f"tests/test_{m}.py is missing"
 
 
+def test_no_benchmark_or_test_file_shadows_a_module_of_the_project():
+    # bench/ and tests/ go on sys.path (a script's own folder; torch.multiprocessing's spawned children
+    # inherit the parent's path): a bench/lora.py there once made `import lora` load the benchmark
+    for folder in ("bench", "tests"):
+        names = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, folder, "*.py"))}
+        assert names.isdisjoint(MODULES), f"{folder}/ has a file named as a module: {names & set(MODULES)}"
+
+
 def test_project_imports_have_no_cycle():
     done, visiting = set(), []
 

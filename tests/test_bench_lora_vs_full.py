@@ -1,4 +1,4 @@
-"""bench/lora.py runs each arm (full fine-tuning, LoRA) as the default run in a fresh process and puts
+"""bench/lora_vs_full.py runs each arm (full fine-tuning, LoRA) as the default run in a fresh process and puts
 them in one table, LoRA's accuracy relative to full fine-tuning's measured in the same run."""
 
 import importlib.util
@@ -8,7 +8,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_the_lora_table_has_every_arm_with_its_accuracy_time_and_memory(tiny_model_dir, capsys):
-    spec = importlib.util.spec_from_file_location("bench_lora", os.path.join(ROOT, "bench", "lora.py"))
+    spec = importlib.util.spec_from_file_location("bench_lora_vs_full", os.path.join(ROOT, "bench", "lora_vs_full.py"))
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     cache = os.path.dirname(os.path.dirname(tiny_model_dir))                    # the fixture's warm start

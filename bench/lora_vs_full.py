@@ -1,9 +1,9 @@
 """LoRA against full fine-tuning on the built-in task: held-out accuracy at the same steps, wall time and
 peak memory, each arm the default run in a fresh process.
 
-    python bench/lora.py                          # full fine-tuning, LoRA ranks 1, 8, 32; 3 seeds (~50 min)
-    python bench/lora.py --seeds 0 --steps 300    # a quick look
-    python bench/lora.py --ranks 8 --seeds 0 --lr-multipliers 2.5 5 10 20    # LoRA's learning rate
+    python bench/lora_vs_full.py                          # full fine-tuning, LoRA ranks 1, 8, 32; 3 seeds (~50 min)
+    python bench/lora_vs_full.py --seeds 0 --steps 300    # a quick look
+    python bench/lora_vs_full.py --ranks 8 --seeds 0 --lr-multipliers 2.5 5 10 20    # LoRA's learning rate
 
 Every arm is `python train.py --group-size 2` (the tiny model's warm start, 2-GRPO, 128 prompts x 2 per
 step, held-out accuracy on 500 problems, greedy) with --seed S, and for LoRA --lora-rank R, at the
