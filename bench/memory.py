@@ -3,6 +3,7 @@
     python bench/memory.py [--seqs 2] [--prompt 64] [--completion 256] [--layers 2] [--device cpu|cuda]
     python bench/memory.py --phases          # sampling, held-out evaluation, optimizer step (CPU)
     python bench/memory.py --recipes         # every recipe of docs/gpu.md run by train.py at its flags (CPU)
+    python bench/memory.py --recipes --rows lora     # LoRA's rows only (--rows full: full fine-tuning's)
 
 --phases: for the small config (its full 151,936-token vocabulary), in a fresh process each, the peak
 memory of sampling 64 rows (32 prompts x 2) of --prompt + --completion tokens, of evaluating 64
@@ -299,6 +300,8 @@ def main():
     ap.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
     ap.add_argument("--phases", action="store_true", help="sampling, evaluation and the optimizer step (CPU)")
     ap.add_argument("--recipes", action="store_true", help="every recipe row of docs/gpu.md, run by train.py (CPU)")
+    ap.add_argument("--rows", choices=["all", "full", "lora"], default="all",
+                    help="with --recipes: every row, full fine-tuning's only, or LoRA's only")
     args = ap.parse_args()
     if args.recipes:
         import torch
@@ -311,6 +314,8 @@ def main():
               f"{'planned / measured':>20}")
         done = {}
         for card, name, flags, why in recipe_rows():
+            if args.rows != "all" and (args.rows == "lora") != (flags is not None and "--lora-rank" in flags):
+                continue
             if flags is None:
                 print(f"{card:>4}  {name:<22}not run: {why}")
                 continue
