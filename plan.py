@@ -120,6 +120,8 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     root = N - L * s["N_layer"]                                  # embeddings, final norm, head
     kv_per_token = 2 * L * kv * a                                # keys and values of all layers
     N_a, N_t = lora_sizes(cfg, s)                                # LoRA: adapter parameters, adapted weights
+    largest_adapted = max((s["linears"].get(t.strip(), (0, 0))[1] for t in cfg.lora_targets.split(",")),
+                          default=0) // L                        # in x out of the largest adapted Linear
     if cfg.lora_rank:       # the frozen base in the compute dtype (bf16 under mixed), the adapters in fp32
         kept = [("frozen base model (N a / shards)", N * a / shard),
                 ("LoRA adapters (N_a = r (in + out) per Linear, x 4 / shards)", N_a * 4 / shard),
@@ -155,11 +157,15 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
         prefill = prompt_cache + prompts * P * (3 * I + 4 * h + 2 * kv) * a + prompts * V * a
         expand = prompt_cache + (0 if cfg.compile else cache) + prompts * V * a + rows * V * 4
         decode = (0 if cfg.compile else cache) + rows * V * (a + 8)
+        # LoRA merges each adapted Linear before decoding (lora.Adapter.merged_weight): a bf16 base's
+        # weight in fp32 and the fp32 sum W + (alpha / r) B A beside the bf16 copies (in `read`), the
+        # largest: out x in x (4 + 4); an fp32 base is summed into its merged copy itself (none)
+        merge = largest_adapted * 8 if cfg.lora_rank and mode != "float32" else 0
         parts = [] if cfg.compile else [(f"KV cache of {tag} (R S 2 L kv a)", cache)]
         return read * (not cfg.compile) + parts + [
-            ("the largest transient of prefill, expanding the prompts' cache, a decode step "
+            ("the largest transient of prefill, expanding the prompts' cache, a decode step, LoRA's merge "
              "(R V (a + 8), ...)",
-             max(prefill, expand, decode) - (0 if cfg.compile else cache))]
+             max(prefill, expand, decode, merge) - (0 if cfg.compile else cache))]
     if cfg.compile:         # the fixed cache (S rounded up to 256) and CUDA graphs' pool stay between calls
         kept.append(("--compile: fixed KV cache, kept (R S' 2 L kv a, S' = S up to 256)",
                      R * fixed_cache_length(S) * kv_per_token))

@@ -73,7 +73,7 @@ def weights_in_compute_dtype(model, keep=False):
     copies = _KEPT_WEIGHTS.setdefault(model, {}) if keep and swaps else {}
     with torch.no_grad():
         for m, name, w, adapter in swaps:
-            value = w if adapter is None else w.float() + adapter.delta_weight()      # W + (alpha / r) B A
+            value = w if adapter is None else adapter.merged_weight(w)                # W + (alpha / r) B A
             if (m, name) in copies:
                 copies[(m, name)].copy_(value)                                  # refreshed: w was updated
             else:

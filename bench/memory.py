@@ -306,6 +306,7 @@ def main():
     if args.recipes:
         import torch
         import transformers
+        transformers.utils.logging.disable_progress_bar()          # save_pretrained's bar in the table
         prompt, completion = (args.prompt, args.completion) if "--prompt" in sys.argv else (32, 16)
         print(f"docs/gpu.md's recipes run by train.py on the CPU: 2 layers of each shape (real width, heads, "
               f"vocabulary), {prompt} + {completion} tokens, --dtype mixed; torch {torch.__version__}, "

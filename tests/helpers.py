@@ -1,7 +1,10 @@
 """Helpers shared by the test files: a short training run's command line, a hand-made rollout batch,
-a JSONL writer, a tiny chat model on disk, and tiny benchmark files in their original layouts."""
+a JSONL writer, a tiny chat model on disk, tiny benchmark files in their original layouts, and bench/
+scripts loaded as modules."""
 
+import importlib.util
 import json
+import os
 
 import torch
 from transformers import Qwen2ForCausalLM
@@ -11,6 +14,15 @@ from grpo import group_advantages
 from rollout import Sampling, sample, take_rows
 from tiny_model import tiny_model_config
 from update import make_batch
+
+
+def bench_module(name):
+    """bench/<name>.py loaded as a module (bench/ is not a package, and its scripts are not on sys.path)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", name + ".py")
+    spec = importlib.util.spec_from_file_location("bench_" + name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def small_run_args(tmp_path, tiny_model_dir, **over):

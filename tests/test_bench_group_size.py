@@ -1,12 +1,8 @@
 """bench/group_size.py's gradient estimates are real gradients: update.accumulate_gradients leaves the
 batch's gradient in p.grad (the optimizer step is the caller's), and the benchmark reads it there."""
 
-import importlib.util
-import os
-
 import torch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import bench_module
 
 
 def test_gradient_estimates_are_the_update_gradients(tiny_model_dir):
@@ -14,9 +10,7 @@ def test_gradient_estimates_are_the_update_gradients(tiny_model_dir):
 
     from data import build_prompts, tiny_task_problems
     from tiny_model import build_tiny_tokenizer
-    spec = importlib.util.spec_from_file_location("group_size", os.path.join(ROOT, "bench", "group_size.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_module("group_size")
     tok = build_tiny_tokenizer()
     problems = build_prompts(tiny_task_problems()["train"][:64], tok, builtin=True)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)

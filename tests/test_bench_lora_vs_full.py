@@ -1,16 +1,13 @@
 """bench/lora_vs_full.py runs each arm (full fine-tuning, LoRA) as the default run in a fresh process and puts
 them in one table, LoRA's accuracy relative to full fine-tuning's measured in the same run."""
 
-import importlib.util
 import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import bench_module
 
 
 def test_the_lora_table_has_every_arm_with_its_accuracy_time_and_memory(tiny_model_dir, capsys):
-    spec = importlib.util.spec_from_file_location("bench_lora_vs_full", os.path.join(ROOT, "bench", "lora_vs_full.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_module("lora_vs_full")
     cache = os.path.dirname(os.path.dirname(tiny_model_dir))                    # the fixture's warm start
     results, lines = bench.main(["--ranks", "2", "--seeds", "0", "--steps", "2", "--cache-dir", cache,
                                  "--warm-start-target", "0.02", "--eval-problems", "16"])

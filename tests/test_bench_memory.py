@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import torch
+from helpers import bench_module
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from rollout import sequence_logprobs
@@ -71,12 +72,7 @@ def test_chunked_path_has_a_much_lower_peak_memory():
 
 
 def bench_memory():
-    import importlib.util
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("bench_memory", os.path.join(root, "bench", "memory.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return bench_module("memory")
 
 
 def test_every_phase_the_cpu_has_is_planned_within_20_percent():

@@ -1,20 +1,18 @@
 """The recipes per card of docs/gpu.md: the table is what bench/recipes.py prints, and every row's flags,
 run with --plan on a config of that model's shape, give the row's verdict."""
 
-import importlib.util
 import json
 import os
 import shlex
 
 import pytest
+from helpers import bench_module
 
 import plan
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location("recipes", os.path.join(ROOT, "bench", "recipes.py"))
-recipes = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(recipes)
+recipes = bench_module("recipes")
 BASE = ["--group-size", "2", "--prompts-per-step", "64", "--max-new-tokens", "1024", "--max-prompt-tokens", "512",
         "--micro-batch-size", "8"]
 

@@ -1,11 +1,11 @@
 """plan.py (--plan): the parts by hand on a tiny config, docs/gpu.md's 1.5B example, bad input, and the
 plan against a measured peak (CPU)."""
 
-import importlib.util
 import json
 import os
 
 import pytest
+from helpers import bench_module
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import plan
@@ -14,12 +14,15 @@ from config import Config
 from data import DataError
 
 GiB = 2 ** 30
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Qwen2.5-Math-1.5B's config.json (the shapes; the weights are never needed)
 QWEN_MATH_15B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 1536,
                  "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
                  "vocab_size": 151936, "tie_word_embeddings": True, "max_position_embeddings": 4096,
                  "rope_theta": 10000.0, "rms_norm_eps": 1e-6, "hidden_act": "silu"}
+
+
+TRANSIENT = ("the largest transient of prefill, expanding the prompts' cache, a decode step, LoRA's merge "
+             "(R V (a + 8), ...)")
 
 
 def config_dir(tmp_path, config, name="model"):
@@ -51,11 +54,10 @@ def test_parts_by_hand_on_a_tiny_config():
     # activations over 4 x 6 prompt tokens, their logits), expanding the prompts' cache into the rows'
     # (8,192 + 16,384 + 4 x 100 x 4 + 8 x 100 x 4 = 29,376), a decode step (16,384 + 8 x 100 x (4 + 8))
     assert sampling["KV cache of a rollout micro-batch (R S 2 L kv a)"] == 8 * 16 * 2 * 2 * 8 * 4
-    transient = "the largest transient of prefill, expanding the prompts' cache, a decode step (R V (a + 8), ...)"
     prefill = 4 * 16 * 128 + 4 * 6 * (3 * 32 + 4 * 16 + 2 * 8) * 4 + 4 * 100 * 4
     expand = 4 * 16 * 128 + 8 * 16 * 128 + 4 * 100 * 4 + 8 * 100 * 4
     decode = 8 * 16 * 128 + 8 * 100 * 12
-    assert sampling[transient] == max(prefill, expand, decode) - 8 * 16 * 128 == 29376 - 16384
+    assert sampling[TRANSIENT] == max(prefill, expand, decode) - 8 * 16 * 128 == 29376 - 16384
     # the optimizer step: the gradients and, on a CPU (AdamW tensor by tensor), two temporaries of the
     # largest tensor (the 100 x 16 embedding); on CUDA the fused step makes none
     temporaries = "AdamW step temporaries (fused on CUDA: none; a CPU: 2 N_max x 4 / shards)"
@@ -64,11 +66,30 @@ def test_parts_by_hand_on_a_tiny_config():
     # held-out evaluation: as many rows, one sample per prompt, so 8 prompts are prefilled: the prefill is
     # its largest transient
     prefill = 8 * 16 * 128 + 8 * 6 * (3 * 32 + 4 * 16 + 2 * 8) * 4 + 8 * 100 * 4
-    assert evaluation[transient] == prefill - 8 * 16 * 128
+    assert evaluation[TRANSIENT] == prefill - 8 * 16 * 128
     assert total == pytest.approx(12 * N + max(sum(p.values()) for p in (sampling, train_mb, step, evaluation)))
     # sharding divides the state: FSDP over 4 ranks holds a quarter of weights, gradients and moments
     sharded = dict(plan.plan(Config(**{**vars(cfg), "fsdp": True}), s, device="cpu", world=4)[0]["kept"])
     assert sharded["weights (N w / shards)"] == N and sharded["AdamW moments (2 N w / shards)"] == 2 * N
+
+
+def test_merging_lora_into_a_bf16_base_is_a_transient_of_decoding():
+    # a wide MLP: the largest adapted Linear is an MLP weight of 32 x 1024
+    config = Qwen2Config(vocab_size=100, hidden_size=32, intermediate_size=1024, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    s = plan.shape(config)
+    cfg = Config(prompts_per_step=4, group_size=2, micro_batch_size=2, max_new_tokens=10, max_prompt_tokens=6,
+                 lora_rank=2)
+    # on CUDA the base is bf16 (a = 2): merging that weight holds it in fp32 and the fp32 sum
+    # W + (alpha / r) B A beside the bf16 copies, 32 x 1024 x (4 + 4) = 262,144 bytes, more than the
+    # prefill's 4 x 6 x (3 x 1024 + 4 x 32 + 2 x 16) x 2 + ... ~ 155,000; the transient is counted above
+    # the KV cache of 8 rows x 16 tokens x (k, v) x 2 layers x 16 x 2 bytes = 16,384
+    sampling = dict(plan.plan(cfg, s, device="cuda")[0]["sampling"])
+    assert sampling[TRANSIENT] == 32 * 1024 * (4 + 4) - 8 * 16 * 2 * 2 * 16 * 2
+    # an fp32 base (a CPU) is summed by one addmm into its merged copy: decoding's transient as without LoRA
+    fp32 = dict(plan.plan(cfg, s, device="cpu")[0]["sampling"])
+    full = dict(plan.plan(Config(**{**vars(cfg), "lora_rank": 0}), s, device="cpu")[0]["sampling"])
+    assert fp32[TRANSIENT] == full[TRANSIENT]
 
 
 def test_compile_keeps_a_fixed_kv_cache_through_training():
@@ -174,9 +195,7 @@ def test_bad_input_gets_one_line(tmp_path, capsys):
 def test_the_plan_is_within_25_percent_of_a_measured_peak():
     """bench/memory.py's measurement (peak RSS growth of one forward + backward, in a fresh process)
     against the plan of the same work, for a small Qwen2 with a 151,936-token vocabulary."""
-    spec = importlib.util.spec_from_file_location("bench_memory", os.path.join(ROOT, "bench", "memory.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_module("memory")
     cfg = bench.CONFIGS["small (h 256)"]
     for option in bench.OPTIONS:                                # LoRA's frozen base among them
         r = bench.measure(cfg, layers=2, seqs=4, prompt=32, completion=128, option=option, device="cpu")

@@ -5,7 +5,7 @@ import json
 import os
 
 import pytest
-from helpers import table_cases
+from helpers import bench_module, table_cases
 
 from data import DATA_DIR, load_problems
 from reward import check, extract_answer, gold_answer, is_equiv, judge, normalize, rewards
@@ -254,11 +254,7 @@ def test_gsm8k_answers_agree_with_themselves_boxed():
 @pytest.mark.parametrize("name", ["MATH-500", "MATH train", "Minerva", "OlympiadBench"])
 def test_every_reference_answer_agrees_with_its_gold(name):
     """bench/reward_real_data.py's check of the sets with reference solutions: no miss."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("reward_real_data", os.path.join(os.path.dirname(__file__), "..",
-                                                                                    "bench", "reward_real_data.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_module("reward_real_data")
     file, reference, id_field = bench.SETS[name]
     right, n, misses = bench.agreement(os.path.join(DATA_DIR, file), reference, id_field)
     assert misses == [] and right == n > 0
@@ -460,12 +456,7 @@ def test_a_number_in_display_math_without_a_box(text):
 
 
 def reward_hacking_probe():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("reward_hacking", os.path.join(os.path.dirname(__file__), "..",
-                                                                                  "bench", "reward_hacking.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("reward_hacking")
 
 
 SAMPLE_GOLDS = ["5", "\\frac{1}{3}", "-12", "70 \\sqrt{2}", "y = 2x + 3", "x^2+y^2=25", "7 = 11a+c", "I(0)",
