@@ -120,8 +120,9 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     root = N - L * s["N_layer"]                                  # embeddings, final norm, head
     kv_per_token = 2 * L * kv * a                                # keys and values of all layers
     N_a, N_t = lora_sizes(cfg, s)                                # LoRA: adapter parameters, adapted weights
-    largest_adapted = max((s["linears"].get(t.strip(), (0, 0))[1] for t in cfg.lora_targets.split(",")),
-                          default=0) // L                        # in x out of the largest adapted Linear
+    # per adapted Linear name, (in + out, in x out) summed over the layers (plan.linear_sizes)
+    adapted = [s["linears"].get(t.strip(), (0, 0)) for t in cfg.lora_targets.split(",")]
+    largest_adapted = max(size for _, size in adapted) // L      # in x out of the largest adapted Linear
     if cfg.lora_rank:       # the frozen base in the compute dtype (bf16 under mixed), the adapters in fp32
         kept = [("frozen base model (N a / shards)", N * a / shard),
                 ("LoRA adapters (N_a = r (in + out) per Linear, x 4 / shards)", N_a * 4 / shard),
@@ -195,8 +196,8 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     # the optimizer step: the gradients, and AdamW's temporaries: the fused step on CUDA makes none; on a
     # CPU the step goes tensor by tensor, two temporaries of the largest one; with --cpu-offload it runs on
     # the CPU (host memory)
-    largest = (max(s["linears"].get(t.strip(), (0, 0))[0] for t in cfg.lora_targets.split(","))
-               * cfg.lora_rank // L) if cfg.lora_rank else s["N_max"]       # LoRA: about the largest adapter
+    largest = (max(both for both, _ in adapted) * cfg.lora_rank // L   # LoRA: about the largest adapter
+               if cfg.lora_rank else s["N_max"])
     phases["optimizer step"] = [] if offload else grads + [
         ("AdamW step temporaries (fused on CUDA: none; a CPU: 2 N_max x 4 / shards)",
          0 if cuda else 2 * largest * 4 / shard)]
