@@ -74,6 +74,21 @@ CONFIGS = {
 OPTIONS = {"plain": (0, False, 0), "chunk": (128, False, 0), "ckpt": (0, True, 0), "chunk+ckpt": (128, True, 0),
            "chunk+ckpt+lora16": (128, True, 16)}
 
+# the workers' CPU measure: VmHWM grown since reset() (Linux: /proc/self/clear_refs)
+HIGH_WATER = '''def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key + ":"))
+def reset():                                   # the high-water mark starts again at the current size
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return status("VmRSS")
+'''
+
+
+def source(worker):
+    """A worker's Python source, with the project's root and HIGH_WATER filled in."""
+    return worker.format(root=os.path.abspath(ROOT), high_water=HIGH_WATER)
+
+
 WORKER = """
 import json, sys, time, torch
 sys.path.insert(0, {root!r})
@@ -99,14 +114,10 @@ def step():
         lp = sequence_logprobs(model, ids, pm, tok, m, 1.0, a["chunk"] or None)
     (lp * m).sum().backward()
     model.zero_grad(set_to_none=True)
-def status(key):
-    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key + ":"))
-if dev.type == "cuda":
+{high_water}if dev.type == "cuda":
     torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
-else:                       # the high-water mark starts again at the current size (not the model build's peak)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    base = status("VmRSS")
+else:
+    base = reset()                              # not the model build's peak
 t0 = time.perf_counter(); step()
 if dev.type == "cuda":
     torch.cuda.synchronize(); peak = torch.cuda.max_memory_allocated() - base
@@ -140,7 +151,7 @@ def measure(cfg, layers, seqs, prompt, completion, option, device):
     chunk, ckpt, rank = OPTIONS[option]
     a = dict(config=cfg, layers=layers, seqs=seqs, prompt=prompt, completion=completion, chunk=chunk, ckpt=ckpt,
              lora=rank, device=device)
-    out = subprocess.run([sys.executable, "-c", WORKER.format(root=os.path.abspath(ROOT)), json.dumps(a)],
+    out = subprocess.run([sys.executable, "-c", source(WORKER), json.dumps(a)],
                          capture_output=True, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
     if out.returncode:
         raise RuntimeError(out.stderr.strip().splitlines()[-1])
@@ -161,13 +172,7 @@ model = Qwen2ForCausalLM(Qwen2Config(vocab_size=151936, num_hidden_layers=a["lay
                                      **a["config"]))
 R, G, P, T = a["rows"], a["group"], a["prompt"], a["completion"]
 prompts = [torch.randint(3, 151936, (P,)).tolist() for _ in range(R)]
-def status(key):
-    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key + ":"))
-def reset():                                   # the high-water mark starts again at the current size
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return status("VmRSS")
-if a["phase"] == "optimizer step":
+{high_water}if a["phase"] == "optimizer step":
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     for p in model.parameters():
         p.grad = torch.randn_like(p)
@@ -189,7 +194,7 @@ def measure_phase(phase, cfg, layers=2, rows=64, group=2, prompt=64, completion=
     from config import Config
     from transformers import Qwen2Config
     a = dict(phase=phase, config=cfg, layers=layers, rows=rows, group=group, prompt=prompt, completion=completion)
-    out = subprocess.run([sys.executable, "-c", PHASE_WORKER.format(root=os.path.abspath(ROOT)), json.dumps(a)],
+    out = subprocess.run([sys.executable, "-c", source(PHASE_WORKER), json.dumps(a)],
                          capture_output=True, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
     if out.returncode:
         raise RuntimeError(out.stderr.strip().splitlines()[-1])
@@ -213,14 +218,10 @@ import torch
 torch.set_num_threads(2)
 import checkpoint, train
 a = json.loads(sys.argv[1])
-def status(key):
-    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key + ":"))
-timed = checkpoint.PhaseClock.__call__
+{high_water}timed = checkpoint.PhaseClock.__call__
 @contextlib.contextmanager
 def measured(clock, phase):       # the phase's growth of the high-water mark, beside its seconds
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")                                      # VmHWM starts again at the current size
-    base = status("VmRSS")
+    base = reset()
     with timed(clock, phase):
         yield
     clock.row["hwm_" + phase + "_mb"] = (status("VmHWM") - base) / 2**20
@@ -275,7 +276,7 @@ def run_recipe(name, flags, prompt=32, completion=16, layers=2):
                         "--group-size", str(G), "--max-new-tokens", str(completion), "--max-prompt-tokens",
                         str(prompt), "--out-dir", os.path.join(tmp, "run"), "--no-save", "--no-progress"]
         argv += [] if "--micro-batch-size" in flags else ["--micro-batch-size", str(b)]
-        out = subprocess.run([sys.executable, "-c", RECIPE_WORKER.format(root=os.path.abspath(ROOT)),
+        out = subprocess.run([sys.executable, "-c", source(RECIPE_WORKER),
                               json.dumps({"argv": argv})], capture_output=True, text=True,
                              env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
         if out.returncode:
