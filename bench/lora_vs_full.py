@@ -2,12 +2,16 @@
 peak memory, each arm the default run in a fresh process.
 
     python bench/lora_vs_full.py                          # full fine-tuning, LoRA ranks 1, 8, 32; 3 seeds (~50 min)
+    python bench/lora_vs_full.py --ranks 32               # the ranks' table without ranks 1 and 8
     python bench/lora_vs_full.py --seeds 0 --steps 300    # a quick look
     python bench/lora_vs_full.py --ranks 8 --seeds 0 --lr-multipliers 2.5 5 10 20    # LoRA's learning rate
 
 Every arm is `python train.py --group-size 2` (the tiny model's warm start, 2-GRPO, 128 prompts x 2 per
 step, held-out accuracy on 500 problems, greedy) with --seed S, and for LoRA --lora-rank R, at the
 learning rate the docs advise (config.LORA_LR x full fine-tuning's 2e-4) or x each --lr-multipliers.
+One more arm (unless --no-weights-only-arm) is full fine-tuning of what LoRA adapts alone: the weights of
+the Linears named by lora.DEFAULT_TARGETS, the embeddings, norms and biases frozen as LoRA leaves them, so
+the table separates what low rank costs from what the frozen parameters cost.
 The warm-start models are built before any arm is timed, so every arm's wall time is training and
 evaluation alone. Peak memory is the arm process's high-water mark (VmHWM). The table gives held-out
 accuracy after training (mean and range over the seeds), relative to full fine-tuning's at the same
@@ -28,8 +32,14 @@ sys.path.insert(0, ROOT)
 from config import LORA_LR  # noqa: E402
 
 ARM = """
-import runpy, sys
+import os, runpy, sys
 sys.argv = ["train.py"] + sys.argv[1:]
+if os.environ.get("WEIGHTS_ONLY"):    # full fine-tuning of the adapted Linears' weights only
+    import data
+    sys.path.append("bench")
+    from lora_vs_full import train_adapted_weights_only
+    load = data.load_model_and_tokenizer               # replaced before train.py imports it
+    data.load_model_and_tokenizer = lambda *a, **k: train_adapted_weights_only(*load(*a, **k))
 try:
     runpy.run_path("train.py", run_name="__main__")
 finally:
@@ -38,7 +48,18 @@ finally:
 """
 
 
-def run_arm(out_dir, seed, rank, lr, args):
+def train_adapted_weights_only(model, tok=None):
+    """The weights-only arm's model: every parameter frozen but the weights of the Linears that LoRA adapts
+    (lora.DEFAULT_TARGETS); returns (model, tok) as data.load_model_and_tokenizer does."""
+    from lora import DEFAULT_TARGETS
+    model.requires_grad_(False)
+    for name, m in model.named_modules():
+        if name.split(".")[-1] in DEFAULT_TARGETS:
+            m.weight.requires_grad_(True)
+    return model, tok
+
+
+def run_arm(out_dir, seed, rank, lr, args, weights_only=False):
     """One arm in a fresh process: its summary.json, wall seconds, peak RSS in MB."""
     argv = ["--group-size", "2", "--seed", str(seed), "--steps", str(args.steps), "--out-dir", out_dir,
             "--cache-dir", args.cache_dir, "--warm-start-target", str(args.warm_start_target),
@@ -46,7 +67,8 @@ def run_arm(out_dir, seed, rank, lr, args):
     if rank:
         argv += ["--lora-rank", str(rank)]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", ARM, *argv], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", ARM, *argv], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "WEIGHTS_ONLY": "1" if weights_only else ""})
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise RuntimeError(proc.stderr.strip().splitlines()[-1])
@@ -64,17 +86,21 @@ def main(argv=None):
     ap.add_argument("--cache-dir", default=os.path.join(ROOT, ".cache"))
     ap.add_argument("--warm-start-target", type=float, default=0.2)
     ap.add_argument("--eval-problems", type=int, default=500)
+    ap.add_argument("--no-weights-only-arm", action="store_true",
+                    help="leave out full fine-tuning of the adapted Linears' weights alone")
     args = ap.parse_args(argv)
     from tiny_model import builtin_model_dir
     for seed in args.seeds:                    # the warm starts first: no arm's time includes one
         builtin_model_dir(args.cache_dir, seed, args.warm_start_target, "cpu", log=lambda m: None)
-    arms = [("full fine-tuning", 0, 2e-4)] + [(f"LoRA r {r}", r, 2e-4 * m) for r in args.ranks
-                                              for m in args.lr_multipliers]
+    arms = [("full fine-tuning", 0, 2e-4, False)]
+    arms += [] if args.no_weights_only_arm else [("full fine-tuning, adapted weights only", 0, 2e-4, True)]
+    arms += [(f"LoRA r {r}", r, 2e-4 * m, False) for r in args.ranks for m in args.lr_multipliers]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, rank, lr in arms:
+        for name, rank, lr, weights_only in arms:
             for seed in args.seeds:
-                summary, wall, peak = run_arm(os.path.join(tmp, f"{rank}-{lr}-{seed}"), seed, rank, lr, args)
+                summary, wall, peak = run_arm(os.path.join(tmp, f"{rank}-{lr}-{weights_only}-{seed}"), seed, rank,
+                                              lr, args, weights_only)
                 results.setdefault((name, lr), []).append((summary["held_out_after"], wall, peak))
                 print(f"{name}, lr {lr:.0e}, seed {seed}: held-out {summary['held_out_before']:.1%} -> "
                       f"{summary['held_out_after']:.1%}, {wall:.0f} s, peak RSS {peak:.0f} MB", flush=True)
