@@ -226,6 +226,14 @@ def measured(clock, phase):       # the phase's growth of the high-water mark, b
         yield
     clock.row["hwm_" + phase + "_mb"] = (status("VmHWM") - base) / 2**20
 checkpoint.PhaseClock.__call__ = measured
+load = train.load_model_and_tokenizer
+def load_resident(*args, **kwargs):   # the weights in the process's own memory from the start, as a GPU holds
+    model, tok = load(*args, **kwargs)  # them: not the safetensors file's mmapped pages, which would join the
+    with torch.no_grad():               # high-water mark in whichever phase first reads them (an untied
+        for p in model.parameters():    # embedding's rows: a few at every step)
+            p.data = p.data.clone()
+    return model, tok
+train.load_model_and_tokenizer = load_resident
 train.rewards = lambda texts, golds: [float(i % 2) for i in range(len(texts))]   # every pair informative
 train.main(a["argv"])
 """
