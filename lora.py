@@ -15,7 +15,8 @@ For RL this costs next to nothing: "LoRA Without Regret" (Schulman et al., Think
 finds LoRA, even at rank 1, matches full fine-tuning on RL for math when every Linear of attention and
 the MLP is adapted, at about 10x full fine-tuning's learning rate; a policy-gradient step carries about
 one bit per episode. (A tiny model learning a new skill from scratch, as the built-in task's, needs
-more rank than a pretrained model eliciting one: docs/training.md, LoRA.)
+more rank than a pretrained model eliciting one, and misses what LoRA leaves frozen, its embedding and
+norms: docs/training.md, LoRA.)
 
 What the rest of the code does with adapters:
   - the reference policy (--beta > 0, DPO's initial reference) is the same model with its adapters off
