@@ -67,13 +67,18 @@ def _add_adapter_output(linear, inputs, output):
     return output + adapter(inputs[0]).to(output.dtype) if adapter.enabled else output
 
 
+def target_linears(model, targets=DEFAULT_TARGETS):
+    """{name: nn.Linear} of every Linear of `model` whose name ends in one of `targets` (q_proj, ...)."""
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in targets}
+
+
 def add_adapters(model, rank, alpha, targets=DEFAULT_TARGETS, seed=0):
     """Freeze every weight of `model` and give each nn.Linear whose name ends in one of `targets` an
     Adapter of rank `rank`, its A drawn from a generator seeded with `seed` (the same command, the same
     adapters). Returns the names of the adapted Linears; raises ValueError (one line) when no Linear
     matches or the rank is above the smallest adapted width."""
-    chosen = {name: m for name, m in model.named_modules()
-              if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in targets}
+    chosen = target_linears(model, targets)
     if not chosen:
         raise ValueError(f"--lora-targets {','.join(targets)} match no Linear layer of the model")
     narrowest = min(min(m.in_features, m.out_features) for m in chosen.values())

@@ -51,11 +51,10 @@ finally:
 def train_adapted_weights_only(model, tok=None):
     """The weights-only arm's model: every parameter frozen but the weights of the Linears that LoRA adapts
     (lora.DEFAULT_TARGETS); returns (model, tok) as data.load_model_and_tokenizer does."""
-    from lora import DEFAULT_TARGETS
+    from lora import target_linears
     model.requires_grad_(False)
-    for name, m in model.named_modules():
-        if name.split(".")[-1] in DEFAULT_TARGETS:
-            m.weight.requires_grad_(True)
+    for m in target_linears(model).values():
+        m.weight.requires_grad_(True)
     return model, tok
 
 
