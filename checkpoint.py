@@ -21,7 +21,8 @@ import time
 
 import torch
 
-from lora import has_adapters, merged_state_dict, save_adapter, trainable_state
+from config import names
+from lora import adapters_off, has_adapters, merged_state_dict, save_adapter, trainable_state
 from parallel import all_reduce, barrier, full_state_dicts, is_main, is_sharded, load_full_state_dicts, unwrap
 
 
@@ -74,6 +75,13 @@ def model_fingerprint(model, skip=None):
     return h.hexdigest()[:16]
 
 
+def base_fingerprint(model):
+    """A LoRA run's base model's fingerprint: adapters left out, modules trained beside them at their base
+    values (lora.adapters_off), so it stays the same as they train."""
+    with adapters_off(model):
+        return model_fingerprint(model, skip=".adapter.")
+
+
 def save_checkpoint(path, model, optimizer, step, cfg, progress=None):
     """Everything a resumed run needs, written by rank 0 to a temporary file and renamed into place
     (atomic). Every rank calls it (under FSDP the state is gathered from all of them). progress: the
@@ -81,7 +89,7 @@ def save_checkpoint(path, model, optimizer, step, cfg, progress=None):
     adapters and their optimizer state (MBs, not GBs) and names its base by a fingerprint."""
     model_state, optimizer_state = full_state_dicts(model, optimizer)
     lora = has_adapters(unwrap(model))
-    base = {"base_fingerprint": model_fingerprint(unwrap(model), skip=".adapter.")} if lora else {}
+    base = {"base_fingerprint": base_fingerprint(unwrap(model))} if lora else {}
     if not is_main():
         return
     if lora:
@@ -125,7 +133,7 @@ def load_checkpoint(path, model, optimizer):
                          f"differently)")
     model_state = state["model"]
     if "base_fingerprint" in state:          # LoRA: the adapters, on the base the run started from
-        if state["base_fingerprint"] != model_fingerprint(unwrap(model), skip=".adapter."):
+        if state["base_fingerprint"] != base_fingerprint(unwrap(model)):
             raise SystemExit(f"error: {path} holds LoRA adapters trained on another base model than "
                              f"{state['config'].get('model') or 'the built-in one'} is now: resume with the "
                              f"same --model, --dtype and --seed")
@@ -261,7 +269,8 @@ def save_final(out_dir, model, tok, summary, cfg, base_path=""):
         save_dir_atomic(os.path.join(out_dir, "model"), save)
         if lora:
             save_dir_atomic(os.path.join(out_dir, "adapter"), lambda directory: save_adapter(
-                directory, weights, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets.split(","), base_path))
+                directory, weights, cfg.lora_rank, cfg.lora_alpha, names(cfg.lora_targets), base_path,
+                names(cfg.lora_modules_to_save), getattr(unwrap(model).config, "tie_word_embeddings", False)))
     if is_main():
         with open(os.path.join(out_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)

@@ -77,6 +77,9 @@ class Config:
     lora_alpha: float = flag(32.0, "LoRA's alpha: the adapters' output is scaled by alpha / rank")
     lora_targets: str = flag(",".join(DEFAULT_TARGETS), "LoRA: the Linear layers adapted, by name, "
                              "comma-separated (default: every Linear of attention and the MLP)")
+    lora_modules_to_save: str = flag("", "LoRA: modules trained in full beside the adapters, by name, comma-"
+                                     "separated (PEFT's modules_to_save), e.g. embed_tokens,input_layernorm,"
+                                     "post_attention_layernorm,norm; empty: only the adapters train")
     fsdp: bool = flag(False, "under torchrun: shard weights, gradients and optimizer state across ranks "
                       "(FSDP2) instead of DDP")
     cpu_offload: bool = flag(False, "FSDP2's CPU offload: weights, gradients and AdamW state in host memory, "
@@ -168,6 +171,11 @@ RANGES = {"train_problems": AT_LEAST_0, "max_prompt_tokens": AT_LEAST_1,
 LORA_LR = 3.0
 
 
+def names(flag):
+    """The names a comma-separated flag gives (--lora-targets, --lora-modules-to-save): "a, b," -> [a, b]."""
+    return [n.strip() for n in flag.split(",") if n.strip()]
+
+
 def learning_rate_of(cfg):
     """--lr, or when it is 0 the default: 2e-4 (the built-in tiny model's), times LORA_LR with --lora-rank."""
     return cfg.lr or 2e-4 * (LORA_LR if cfg.lora_rank else 1.0)
@@ -203,8 +211,14 @@ def check_config(cfg, world=1):
     if cfg.lora_rank and cfg.cpu_offload:
         problems.append("--lora-rank does not go with --cpu-offload: LoRA's frozen bf16 base and small "
                         "adapters fit a card without streaming the model (--plan says which fits)")
-    if cfg.lora_rank and not [t for t in cfg.lora_targets.split(",") if t.strip()]:
+    if cfg.lora_rank and not names(cfg.lora_targets):
         problems.append("--lora-targets names no layer")
+    if names(cfg.lora_modules_to_save) and not cfg.lora_rank:
+        problems.append("--lora-modules-to-save trains modules beside LoRA's adapters: it needs --lora-rank "
+                        "(without it every module trains)")
+    if names(cfg.lora_modules_to_save) and cfg.fsdp:
+        problems.append("--lora-modules-to-save does not go with --fsdp (the modules' base values, which the "
+                        "reference reads, are not sharded): use DDP, or LoRA alone under --fsdp")
     if cfg.resume and cfg.overwrite:
         problems.append("--resume continues the run in --out-dir and --overwrite deletes it: give one")
     if problems:

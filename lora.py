@@ -18,14 +18,18 @@ one bit per episode. (A tiny model learning a new skill from scratch, as the bui
 more rank than a pretrained model eliciting one, and misses what LoRA leaves frozen, its embedding and
 norms: docs/training.md, LoRA.)
 
+--lora-modules-to-save trains some modules in full beside the adapters (PEFT's modules_to_save: the
+embedding, the norms), each keeping a copy of its base value for the reference (train_modules).
+
 What the rest of the code does with adapters:
   - the reference policy (--beta > 0, DPO's initial reference) is the same model with its adapters off
-    (adapters_off): no second copy of the model;
+    (adapters_off), and the modules trained beside them at their base values: no second copy of the model;
   - sampling reads merged weights W + (alpha / r) B A, made once per call beside the bf16 copies
     precision.weights_in_compute_dtype makes anyway: no extra matmuls per token;
   - a checkpoint holds the adapters and their optimizer state (trainable_state), the base is named by
     path and fingerprint; the final model/ is the merged model (merged_state_dict) and adapter/ holds
-    the adapters in PEFT's file layout (save_adapter), which peft.PeftModel.from_pretrained loads.
+    the adapters (and the modules trained beside them) in PEFT's file layout (save_adapter), which
+    peft.PeftModel.from_pretrained loads.
 """
 
 import contextlib
@@ -92,6 +96,34 @@ def add_adapters(model, rank, alpha, targets=DEFAULT_TARGETS, seed=0):
     return sorted(chosen)
 
 
+def train_modules(model, names):
+    """Train the modules whose names end in one of `names` in full beside the adapters (PEFT's
+    modules_to_save: embed_tokens, input_layernorm, post_attention_layernorm, norm, ...): their parameters
+    in fp32 (AdamW's updates need it, as the adapters' do), each keeping its base value, in the base's
+    dtype, in the owning module's `lora_base` dict (no state-dict entry, nothing DDP broadcasts), which
+    adapters_off swaps in. A tied weight (embed_tokens = lm_head) is one parameter: it trains once, as
+    both. Returns the names of the parameters trained; ValueError (one line) when a name matches no module
+    or a module holds an adapted Linear (call add_adapters first)."""
+    found = {n: m for n, m in model.named_modules() if n and n.split(".")[-1] in names}
+    missing = sorted(set(names) - {n.split(".")[-1] for n in found})
+    if missing:
+        raise ValueError(f"--lora-modules-to-save {','.join(missing)} match no module of the model")
+    clash = sorted({n.split(".")[-1] for n, m in found.items() if any(isinstance(x, Adapter) for x in m.modules())})
+    if clash:
+        raise ValueError(f"--lora-modules-to-save {','.join(clash)} hold Linears adapted by --lora-targets")
+    trained = {}                                        # id -> (owning module, attribute, full name)
+    for name, m in found.items():
+        for owner_name, owner in m.named_modules(prefix=name):
+            for attr, p in owner.named_parameters(recurse=False):
+                trained.setdefault(id(p), (owner, attr, f"{owner_name}.{attr}"))
+    for owner, attr, _ in trained.values():
+        p = getattr(owner, attr)
+        owner.__dict__.setdefault("lora_base", {})[attr] = p.detach().clone()     # frozen, base dtype
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    return sorted(name for _, _, name in trained.values())
+
+
 def adapters(model):
     """{name of the adapted Linear: its Adapter}."""
     return {name: m.adapter for name, m in model.named_modules()
@@ -104,19 +136,28 @@ def has_adapters(model):
 
 @contextlib.contextmanager
 def adapters_off(model):
-    """The base model for the duration: every adapter off (the reference policy of --beta and DPO)."""
+    """The base model for the duration: every adapter off and every module trained beside them
+    (train_modules) at its base value (the reference policy of --beta and DPO). Swaps the values (.data)
+    under the same parameters: no copy, and the optimizer's parameters stay the same objects."""
     found = [a for a in model.modules() if isinstance(a, Adapter)]
+    saved = [(getattr(m, attr), base) for m in model.modules() for attr, base in getattr(m, "lora_base", {}).items()]
+    trained = [p.data for p, _ in saved]
     for a in found:
         a.enabled = False
+    for p, base in saved:
+        p.data = base
     try:
         yield model
     finally:
         for a in found:
             a.enabled = True
+        for (p, _), value in zip(saved, trained):
+            p.data = value
 
 
 def trainable_state(state_dict, model):
-    """The entries of a state dict that train: the adapters' (a LoRA checkpoint holds only these)."""
+    """The entries of a state dict that train: the adapters' and those of the modules trained beside them
+    (a LoRA checkpoint holds only these)."""
     names = {name for name, p in model.named_parameters() if p.requires_grad}
     return {k: v for k, v in state_dict.items() if k in names}
 
@@ -133,21 +174,27 @@ def merged_state_dict(state_dict, rank, alpha):
     return out
 
 
-def save_adapter(directory, state_dict, rank, alpha, targets, base_model):
+def save_adapter(directory, state_dict, rank, alpha, targets, base_model, modules_to_save=(), tied=False):
     """The adapters in PEFT's layout: adapter_config.json and adapter_model.safetensors, whose keys are
-    PEFT's (base_model.model.<linear>.lora_A.weight (r, in), .lora_B.weight (out, r)), so that
-    peft.PeftModel.from_pretrained(base, directory) loads them."""
+    PEFT's (base_model.model.<linear>.lora_A.weight (r, in), .lora_B.weight (out, r); a module trained
+    beside them, base_model.model.<name>.weight), so that peft.PeftModel.from_pretrained(base, directory)
+    loads them. tied: the model ties its embedding to its head (embed_tokens trained means lm_head too:
+    PEFT's ensure_weight_tying)."""
     from safetensors.torch import save_file
     os.makedirs(directory, exist_ok=True)
+    saved = set(modules_to_save) | ({"lm_head"} if tied and "embed_tokens" in modules_to_save else set())
     tensors = {}
     for key, value in state_dict.items():
         if key.endswith(".adapter.A") or key.endswith(".adapter.B"):
             linear, which = key.rsplit(".adapter.", 1)
             tensors[f"base_model.model.{linear}.lora_{which}.weight"] = value.detach().cpu().contiguous()
+        elif saved & set(key.split(".")[:-1]):                # a tied head: its own copy (safetensors)
+            tensors[f"base_model.model.{key}"] = value.detach().cpu().clone()
     save_file(tensors, os.path.join(directory, "adapter_model.safetensors"))
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": alpha,
               "target_modules": sorted(targets), "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
               "base_model_name_or_path": base_model, "inference_mode": True, "init_lora_weights": True,
-              "use_rslora": False, "use_dora": False, "modules_to_save": None}
+              "use_rslora": False, "use_dora": False, "modules_to_save": sorted(modules_to_save) or None,
+              "ensure_weight_tying": bool(tied and modules_to_save)}
     with open(os.path.join(directory, "adapter_config.json"), "w") as f:
         json.dump(config, f, indent=2)

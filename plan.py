@@ -19,6 +19,7 @@ the second micro-batch on), or sampling (with the gradients of the last update).
 
 import torch
 
+from config import names
 from data import completion_tokens
 from compiled import fixed_cache_length
 from parallel import decoder_layers
@@ -53,7 +54,7 @@ def shape(config):
             "N_linear": sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)
                             for p in m.parameters(recurse=False)),            # a tied head counts again
             "N_max": max(p.numel() for p in model.parameters()),              # the largest tensor
-            "linears": linear_sizes(model)}
+            "linears": linear_sizes(model), "modules": module_sizes(model)}
 
 
 def linear_sizes(model):
@@ -65,6 +66,24 @@ def linear_sizes(model):
             both, weight = sizes.get(name.split(".")[-1], (0, 0))
             sizes[name.split(".")[-1]] = (both + m.in_features + m.out_features, weight + m.weight.numel())
     return sizes
+
+
+def module_sizes(model):
+    """{name of a module (embed_tokens, norm, ...): {id of each parameter under it: its numel}} over the
+    layers: what --lora-modules-to-save trains (a tied weight is one id under embed_tokens and lm_head)."""
+    sizes = {}
+    for name, m in model.named_modules():
+        if name:
+            sizes.setdefault(name.split(".")[-1], {}).update({id(p): p.numel() for p in m.parameters()})
+    return sizes
+
+
+def saved_sizes(cfg, s):
+    """(parameters --lora-modules-to-save trains beside the adapters, each counted once; the largest of
+    them); (0, 0) without."""
+    chosen = {} if not cfg.lora_rank else {k: n for name in names(cfg.lora_modules_to_save)
+                                           for k, n in s["modules"].get(name, {}).items()}
+    return sum(chosen.values()), max(chosen.values(), default=0)
 
 
 def lora_sizes(cfg, s):
@@ -120,6 +139,7 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     root = N - L * s["N_layer"]                                  # embeddings, final norm, head
     kv_per_token = 2 * L * kv * a                                # keys and values of all layers
     N_a, N_t = lora_sizes(cfg, s)                                # LoRA: adapter parameters, adapted weights
+    N_s, N_s_max = saved_sizes(cfg, s)                           # LoRA: parameters trained beside the adapters
     # per adapted Linear name, (in + out, in x out) summed over the layers (plan.linear_sizes)
     adapted = [s["linears"].get(t.strip(), (0, 0)) for t in cfg.lora_targets.split(",")]
     largest_adapted = max(size for _, size in adapted) // L      # in x out of the largest adapted Linear
@@ -127,11 +147,13 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
         kept = [("frozen base model (N a / shards)", N * a / shard),
                 ("LoRA adapters (N_a = r (in + out) per Linear, x 4 / shards)", N_a * 4 / shard),
                 ("AdamW moments of the adapters (2 N_a x 4 / shards)", 2 * N_a * 4 / shard)]
+        if N_s:         # --lora-modules-to-save: fp32 weights and moments; their base values are the frozen base's
+            kept.append(("modules trained beside the adapters: fp32 weights, AdamW moments (N_s x 12)", N_s * 12))
     else:
         kept = [] if offload else [("weights (N w / shards)", N * w / shard),
                                    ("AdamW moments (2 N w / shards)", 2 * N * w / shard)]
     if world > 1 and not (cfg.fsdp or cfg.cpu_offload):
-        kept.append(("DDP gradient buckets (trained parameters x w)", (N_a or N) * w))
+        kept.append(("DDP gradient buckets (trained parameters x w)", ((N_a + N_s) or N) * w))
     if (cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial")) and not cfg.lora_rank:
         kept.append(("frozen reference model (N x 2 bytes on CUDA)", N * (2 if cuda else w)))
     # the weights decoding reads: under FSDP / offload the whole model gathered (parallel.full_weights);
@@ -139,8 +161,10 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     # LoRA the adapted Linears merged, W + (alpha / r) B A, in the compute dtype
     if cfg.fsdp or offload:
         read = [("whole weights gathered for decoding (N x 2 bytes)", N * (2 if mode == "mixed" else w))]
-    elif cfg.lora_rank:
-        read = [("adapted Linears merged for decoding (N_t a)", N_t * a)]
+    elif cfg.lora_rank:     # and the fp32 modules trained beside the adapters, in bf16 under mixed
+        read = [("adapted Linears merged for decoding (N_t a)", N_t * a)] + (
+            [("modules trained beside the adapters, in bf16 for decoding (N_s x 2)", N_s * 2)]
+            if N_s and mode == "mixed" else [])
     elif mode == "mixed":
         read = [("Linear weights in bf16 for decoding (N_linear x 2 bytes)", s["N_linear"] * 2)]
     else:
@@ -177,11 +201,12 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     # training: from the second micro-batch on the gradients exist (the update frees them before the first
     # and after the step); the activations of one micro-batch; the log-prob head (rollout.ChunkedLogprobHead)
     grads = [] if offload else [("gradients (N w / shards)", N * w / shard)] if not cfg.lora_rank else \
-        [("gradients of the adapters (N_a x 4)", N_a * 4)]
+        [("gradients of the adapters and modules trained beside them ((N_a + N_s) x 4)", (N_a + N_s) * 4)]
     # one micro-batch per step: no gradient exists before it, but the head's (V h w) is made first in its
     # backward, while the log-prob head's temporaries are alive (bench/memory.py measures it)
-    head_grad = [] if offload or cfg.lora_rank else [("gradient of the output head, made first in the "
-                                                      "backward (V h w)", V * h * w)]
+    head_grad = [] if offload or (cfg.lora_rank and not N_s) else [
+        ("gradient of the modules trained beside the adapters, made in the backward (N_s x 4)", N_s * 4)
+        if cfg.lora_rank else ("gradient of the output head, made first in the backward (V h w)", V * h * w)]
     train = (grads if rows_per_rank > b else head_grad) + [
         ("activations of one micro-batch (b S x per-token bytes)",
          b * S * activation_bytes_per_token(s, a, cfg.gradient_checkpointing)),
@@ -196,8 +221,8 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     # the optimizer step: the gradients, and AdamW's temporaries: the fused step on CUDA makes none; on a
     # CPU the step goes tensor by tensor, two temporaries of the largest one; with --cpu-offload it runs on
     # the CPU (host memory)
-    largest = (max(both for both, _ in adapted) * cfg.lora_rank // L   # LoRA: about the largest adapter
-               if cfg.lora_rank else s["N_max"])
+    largest = (max(max(both for both, _ in adapted) * cfg.lora_rank // L, N_s_max)   # LoRA: about the largest
+               if cfg.lora_rank else s["N_max"])                                    # adapter, or saved module
     phases["optimizer step"] = [] if offload else grads + [
         ("AdamW step temporaries (fused on CUDA: none; a CPU: 2 N_max x 4 / shards)",
          0 if cuda else 2 * largest * 4 / shard)]

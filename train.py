@@ -34,12 +34,12 @@ import parallel
 import plan
 from checkpoint import (PhaseClock, StopFlag, append_metrics, prepare_out_dir, save_checkpoint, save_final,
                         start_or_resume)
-from config import check_config, learning_rate_of, parse_args
+from config import check_config, learning_rate_of, names, parse_args
 from data import (DataError, completion_tokens, load_model_and_tokenizer, problem_sets, prompt_sets,
                   prompts_for_step, upcoming_prompts)
 from eval import shared_accuracy
 from grpo import group_advantages, informative_groups, tie_probability
-from lora import add_adapters
+from lora import add_adapters, train_modules
 from precision import autocast, precision
 from resample import resample_ties
 from reward import rewards
@@ -181,8 +181,9 @@ def setup(cfg, device, log):
     raw_model, tok = load_model_and_tokenizer(path, home, weights, cfg.gradient_checkpointing)
     if cfg.lora_rank:                   # adapters beside the frozen model (lora.py); only they train
         try:
-            targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
-            add_adapters(raw_model, cfg.lora_rank, cfg.lora_alpha, targets, seed=cfg.seed)
+            add_adapters(raw_model, cfg.lora_rank, cfg.lora_alpha, names(cfg.lora_targets), seed=cfg.seed)
+            if names(cfg.lora_modules_to_save):         # modules trained in full beside them (the embedding, ...)
+                train_modules(raw_model, names(cfg.lora_modules_to_save))
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
     train_set, held_out = prompt_sets(train_set[:cfg.train_problems or None], held_out, tok,

@@ -1,7 +1,8 @@
 """LoRA against full fine-tuning on the built-in task: held-out accuracy at the same steps, wall time and
 peak memory, each arm the default run in a fresh process.
 
-    python bench/lora_vs_full.py                          # full fine-tuning, LoRA ranks 1, 8, 32; 3 seeds (~50 min)
+    python bench/lora_vs_full.py                          # full fine-tuning, LoRA ranks 1, 8, 32 (and 32 with the
+                                                          # embedding and norms trained); 3 seeds (~55 min)
     python bench/lora_vs_full.py --ranks 32               # the ranks' table without ranks 1 and 8
     python bench/lora_vs_full.py --seeds 0 --steps 300    # a quick look
     python bench/lora_vs_full.py --ranks 8 --seeds 0 --lr-multipliers 2.5 5 10 20    # LoRA's learning rate
@@ -11,7 +12,9 @@ step, held-out accuracy on 500 problems, greedy) with --seed S, and for LoRA --l
 learning rate the docs advise (config.LORA_LR x full fine-tuning's 2e-4) or x each --lr-multipliers.
 One more arm (unless --no-weights-only-arm) is full fine-tuning of what LoRA adapts alone: the weights of
 the Linears named by lora.DEFAULT_TARGETS, the embeddings, norms and biases frozen as LoRA leaves them, so
-the table separates what low rank costs from what the frozen parameters cost.
+the table separates what low rank costs from what the frozen parameters cost; and LoRA at each of
+--saved-ranks (default 32) with --lora-modules-to-save (default the embedding, which the tiny model ties
+to its head, and every norm) trained in full beside the adapters, as PEFT's modules_to_save does.
 The warm-start models are built before any arm is timed, so every arm's wall time is training and
 evaluation alone. Peak memory is the arm process's high-water mark (VmHWM). The table gives held-out
 accuracy after training (mean and range over the seeds), relative to full fine-tuning's at the same
@@ -58,13 +61,17 @@ def train_adapted_weights_only(model, tok=None):
     return model, tok
 
 
-def run_arm(out_dir, seed, rank, lr, args, weights_only=False):
-    """One arm in a fresh process: its summary.json, wall seconds, peak RSS in MB."""
+SAVED = "embed_tokens,input_layernorm,post_attention_layernorm,norm"   # the embedding (= the head), norms
+
+
+def run_arm(out_dir, seed, rank, lr, args, weights_only=False, saved=""):
+    """One arm in a fresh process: its summary.json, wall seconds, peak RSS in MB. saved: the
+    --lora-modules-to-save of a LoRA arm."""
     argv = ["--group-size", "2", "--seed", str(seed), "--steps", str(args.steps), "--out-dir", out_dir,
             "--cache-dir", args.cache_dir, "--warm-start-target", str(args.warm_start_target),
             "--eval-problems", str(args.eval_problems), "--no-progress", "--no-save", "--overwrite", "--lr", str(lr)]
     if rank:
-        argv += ["--lora-rank", str(rank)]
+        argv += ["--lora-rank", str(rank), "--lora-modules-to-save", saved]
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", ARM, *argv], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "WEIGHTS_ONLY": "1" if weights_only else ""})
@@ -85,21 +92,26 @@ def main(argv=None):
     ap.add_argument("--cache-dir", default=os.path.join(ROOT, ".cache"))
     ap.add_argument("--warm-start-target", type=float, default=0.2)
     ap.add_argument("--eval-problems", type=int, default=500)
+    ap.add_argument("--saved-ranks", type=int, nargs="*", default=[32],
+                    help="ranks with one more arm each, --modules-to-save trained beside the adapters (none: no such arm)")
+    ap.add_argument("--modules-to-save", default=SAVED, help="those arms' --lora-modules-to-save")
     ap.add_argument("--no-weights-only-arm", action="store_true",
                     help="leave out full fine-tuning of the adapted Linears' weights alone")
     args = ap.parse_args(argv)
     from tiny_model import builtin_model_dir
     for seed in args.seeds:                    # the warm starts first: no arm's time includes one
         builtin_model_dir(args.cache_dir, seed, args.warm_start_target, "cpu", log=lambda m: None)
-    arms = [("full fine-tuning", 0, 2e-4, False)]
-    arms += [] if args.no_weights_only_arm else [("full fine-tuning, adapted weights only", 0, 2e-4, True)]
-    arms += [(f"LoRA r {r}", r, 2e-4 * m, False) for r in args.ranks for m in args.lr_multipliers]
+    arms = [("full fine-tuning", 0, 2e-4, False, "")]
+    arms += [] if args.no_weights_only_arm else [("full fine-tuning, adapted weights only", 0, 2e-4, True, "")]
+    arms += [(f"LoRA r {r}", r, 2e-4 * m, False, "") for r in args.ranks for m in args.lr_multipliers]
+    arms += [(f"LoRA r {r}, {args.modules_to_save} trained", r, 2e-4 * m, False, args.modules_to_save)
+             for r in args.saved_ranks for m in args.lr_multipliers]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, rank, lr, weights_only in arms:
+        for i, (name, rank, lr, weights_only, saved) in enumerate(arms):
             for seed in args.seeds:
-                summary, wall, peak = run_arm(os.path.join(tmp, f"{rank}-{lr}-{weights_only}-{seed}"), seed, rank,
-                                              lr, args, weights_only)
+                summary, wall, peak = run_arm(os.path.join(tmp, f"{i}-{seed}"), seed, rank, lr, args,
+                                              weights_only, saved)
                 results.setdefault((name, lr), []).append((summary["held_out_after"], wall, peak))
                 print(f"{name}, lr {lr:.0e}, seed {seed}: held-out {summary['held_out_before']:.1%} -> "
                       f"{summary['held_out_after']:.1%}, {wall:.0f} s, peak RSS {peak:.0f} MB", flush=True)

@@ -10,16 +10,18 @@ def test_the_lora_table_has_every_arm_with_its_accuracy_time_and_memory(tiny_mod
     bench = bench_module("lora_vs_full")
     cache = os.path.dirname(os.path.dirname(tiny_model_dir))                    # the fixture's warm start
     results, lines = bench.main(["--ranks", "2", "--seeds", "0", "--steps", "2", "--cache-dir", cache,
-                                 "--warm-start-target", "0.02", "--eval-problems", "16"])
+                                 "--warm-start-target", "0.02", "--eval-problems", "16", "--saved-ranks", "2",
+                                 "--modules-to-save", "norm"])
     assert [name for name, _ in results] == ["full fine-tuning", "full fine-tuning, adapted weights only",
-                                             "LoRA r 2"]
-    assert [lr for _, lr in results] == [2e-4, 2e-4, 2e-4 * bench.LORA_LR]
+                                             "LoRA r 2", "LoRA r 2, norm trained"]
+    assert [lr for _, lr in results] == [2e-4, 2e-4, 2e-4 * bench.LORA_LR, 2e-4 * bench.LORA_LR]
     for rows in results.values():
         (acc, wall, peak), = rows
         assert 0 <= acc <= 1 and wall > 0 and peak > 100           # a whole training process, in MB
-    assert lines[-3].startswith("| full fine-tuning | 2e-04 |")
-    assert lines[-2].startswith("| full fine-tuning, adapted weights only | 2e-04 |")
-    assert lines[-1].startswith("| LoRA r 2 |")
+    assert lines[-4].startswith("| full fine-tuning | 2e-04 |")
+    assert lines[-3].startswith("| full fine-tuning, adapted weights only | 2e-04 |")
+    assert lines[-2].startswith("| LoRA r 2 |")
+    assert lines[-1].startswith("| LoRA r 2, norm trained |")
 
 
 def test_the_weights_only_arm_trains_what_lora_adapts_and_nothing_else(tiny_model_dir):

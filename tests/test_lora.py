@@ -66,9 +66,41 @@ def test_merged_and_unmerged_forwards_agree_and_adapters_off_is_the_base():
     assert torch.allclose(plain(IDS).logits, unmerged, atol=1e-5)
 
 
+SAVED = ["embed_tokens", "input_layernorm", "post_attention_layernorm", "norm"]   # the embedding (= the head), norms
+
+
+def test_modules_to_save_train_beside_the_adapters_and_are_their_base_values_with_adapters_off():
+    """--lora-modules-to-save (PEFT's modules_to_save): the embedding and the norms train in full beside
+    the adapters; the tied head is the embedding, trained once; with adapters off they read their base
+    values, and after it their trained values again."""
+    base, model = adapted(random_b=True)
+    trained = lora.train_modules(model, SAVED)
+    L = tiny_model_config().num_hidden_layers
+    assert len(trained) == 1 + 2 * L + 1 and "model.embed_tokens.weight" in trained   # not lm_head: tied
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    model(IDS).logits.logsumexp(-1).mean().backward()
+    got_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert got_grad == {n for n, p in model.named_parameters() if ".adapter." in n} | set(trained)
+    with torch.no_grad():                                       # as a few steps of AdamW would move them
+        for name in trained:
+            model.get_parameter(name).add_(0.1)
+    moved = model(IDS).logits
+    with lora.adapters_off(model):
+        assert torch.equal(model(IDS).logits, base(IDS).logits)            # the reference: the base model
+    assert torch.equal(model(IDS).logits, moved)                          # the trained values are back
+    assert torch.equal(model.model.norm.weight, base.model.norm.weight + 0.1)
+
+
 def test_bad_lora_flags_are_one_line(tmp_path, tiny_model_dir):
     for over, says in [({"lora_rank": 9999}, "--lora-rank 9999 is above the narrowest adapted layer's width"),
-                       ({"lora_rank": 2, "lora_targets": "nothing"}, "--lora-targets nothing match no Linear")]:
+                       ({"lora_rank": 2, "lora_targets": "nothing"}, "--lora-targets nothing match no Linear"),
+                       ({"lora_rank": 2, "lora_modules_to_save": "norm,nothing"},
+                        "--lora-modules-to-save nothing match no module"),
+                       ({"lora_rank": 2, "lora_modules_to_save": "mlp"},
+                        "--lora-modules-to-save mlp hold Linears adapted by --lora-targets"),
+                       ({"lora_modules_to_save": "norm"}, "--lora-modules-to-save trains modules beside LoRA's"),
+                       ({"lora_rank": 2, "lora_modules_to_save": "norm", "fsdp": True},
+                        "--lora-modules-to-save does not go with --fsdp")]:
         with pytest.raises(SystemExit) as e:
             train.main(small_run_args(tmp_path, tiny_model_dir, steps=1, **over))
         assert str(e.value).startswith("error: ") and says in str(e.value) and "\n" not in str(e.value)
@@ -103,14 +135,23 @@ def test_a_lora_run_trains_the_adapters_and_saves_them_small_and_merged(tmp_path
     assert moved and all(k.endswith("proj.weight") for k in moved)               # only adapted Linears
 
 
-def test_a_lora_run_resumes_to_the_same_adapters(tmp_path, tiny_model_dir, monkeypatch):
-    common = dict(steps=4, prompts_per_step=64, lora_rank=4, lr=5e-3, save_every=1)
+@pytest.mark.parametrize("saved", ["", ",".join(SAVED)])
+def test_a_lora_run_resumes_to_the_same_adapters(tmp_path, tiny_model_dir, monkeypatch, saved):
+    """Bit-identical after an interruption, with modules trained beside the adapters too (their base
+    values, which the checkpoint's fingerprint reads, stay put as they train)."""
+    common = dict(steps=4, prompts_per_step=64, lora_rank=4, lr=5e-3, save_every=1, beta=0.05,
+                  lora_modules_to_save=saved)
     train.main(small_run_args(tmp_path, tiny_model_dir, out_dir=str(tmp_path / "straight"), **common))
     interrupted_run(small_run_args(tmp_path, tiny_model_dir, out_dir=str(tmp_path / "resumed"), **common), monkeypatch)
     train.main(small_run_args(tmp_path, tiny_model_dir, out_dir=str(tmp_path / "resumed"), resume=True, **common))
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    saved_keys = {k for k in a if ".adapter." not in k}            # the modules trained beside the adapters
+    assert saved_keys == ({"model.embed_tokens.weight", "model.norm.weight"} | {
+        f"model.layers.{i}.{n}.weight" for i in range(2) for n in SAVED[1:3]} if saved else set())
+    assert all(not torch.equal(a[k], base[k]) for k in saved_keys)            # they trained
     rows = [json.loads(line) for line in open(tmp_path / "resumed" / "metrics.jsonl")]
     assert sum("grad_norm" in r for r in rows[2:]) >= 1                      # the resumed steps trained
 
@@ -123,13 +164,17 @@ def test_gradient_checkpointing_lets_the_gradient_reach_the_adapters(tmp_path, t
     assert all(a.A.grad is not None and a.A.grad.abs().sum() > 0 for a in lora.adapters(model).values())
 
 
-def test_the_adapter_directory_loads_in_peft(tmp_path, tiny_model_dir):
-    """adapter/ in PEFT's layout: peft.PeftModel.from_pretrained(base, dir) gives the trained model."""
+@pytest.mark.parametrize("saved", ["", ",".join(SAVED)])
+def test_the_adapter_directory_loads_in_peft(tmp_path, tiny_model_dir, saved):
+    """adapter/ in PEFT's layout: peft.PeftModel.from_pretrained(base, dir) gives the trained model, with
+    the modules trained beside the adapters too (PEFT's modules_to_save, the tied head kept tied)."""
     peft = pytest.importorskip("peft", reason="peft is optional: pip install peft to check the adapter layout")
     out = tmp_path / "run"
-    train.main(small_run_args(tmp_path, tiny_model_dir, steps=2, lora_rank=4, lr=5e-3, out_dir=str(out)))
+    train.main(small_run_args(tmp_path, tiny_model_dir, steps=2, lora_rank=4, lr=5e-3, out_dir=str(out),
+                              lora_modules_to_save=saved))
     config = json.load(open(out / "adapter" / "adapter_config.json"))
     assert config["r"] == 4 and config["base_model_name_or_path"] == tiny_model_dir
+    assert config["modules_to_save"] == (sorted(SAVED) if saved else None)
     ids = torch.tensor([[3, 4, 5, 6]])
     loaded = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "adapter")
     merged = AutoModelForCausalLM.from_pretrained(out / "model")
