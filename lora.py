@@ -56,7 +56,8 @@ class Adapter(torch.nn.Module):
         self.scale = alpha / rank
         self.enabled = True
 
-    def forward(self, x):                                  # x: (..., in) -> (..., out)
+    def forward(self, x):                                  # x: (..., in) -> (..., out), in A's dtype
+        x = x.to(self.A.dtype)          # --dtype bfloat16: bf16 activations meet the fp32 adapter (autocast: a no-op)
         return torch.nn.functional.linear(torch.nn.functional.linear(x, self.A), self.B) * self.scale
 
     def merged_weight(self, weight):
@@ -96,10 +97,11 @@ def add_adapters(model, rank, alpha, targets=DEFAULT_TARGETS, seed=0):
     return sorted(chosen)
 
 
-def train_modules(model, names):
+def train_modules(model, names, dtype=torch.float32):
     """Train the modules whose names end in one of `names` in full beside the adapters (PEFT's
     modules_to_save: embed_tokens, input_layernorm, post_attention_layernorm, norm, ...): their parameters
-    in fp32 (AdamW's updates need it, as the adapters' do), each keeping its base value, in the base's
+    in `dtype` (fp32 under mixed precision, where AdamW's updates need it, as the adapters' do; None: the
+    model's own dtype, as full fine-tuning's --dtype keeps it), each keeping its base value, in the base's
     dtype, in the owning module's `lora_base` dict (no state-dict entry, nothing DDP broadcasts), which
     adapters_off swaps in. A tied weight (embed_tokens = lm_head) is one parameter: it trains once, as
     both. Returns the names of the parameters trained; ValueError (one line) when a name matches no module
@@ -118,8 +120,8 @@ def train_modules(model, names):
                 trained.setdefault(id(p), (owner, attr, f"{owner_name}.{attr}"))
     for owner, attr, _ in trained.values():
         p = getattr(owner, attr)
-        owner.__dict__.setdefault("lora_base", {})[attr] = p.detach().clone()     # frozen, base dtype
-        p.data = p.data.float()
+        owner.__dict__.setdefault("lora_base", {})[attr] = p.data           # the base value, frozen
+        p.data = p.data.to(dtype or p.dtype, copy=True)                     # the trained copy
         p.requires_grad_(True)
     return sorted(name for _, _, name in trained.values())
 

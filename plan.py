@@ -147,13 +147,14 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
         kept = [("frozen base model (N a / shards)", N * a / shard),
                 ("LoRA adapters (N_a = r (in + out) per Linear, x 4 / shards)", N_a * 4 / shard),
                 ("AdamW moments of the adapters (2 N_a x 4 / shards)", 2 * N_a * 4 / shard)]
-        if N_s:         # --lora-modules-to-save: fp32 weights and moments; their base values are the frozen base's
-            kept.append(("modules trained beside the adapters: fp32 weights, AdamW moments (N_s x 12)", N_s * 12))
+        if N_s:         # --lora-modules-to-save: a trained copy (fp32, or bf16 under --dtype bfloat16) and its
+            # moments; their base values are the frozen base's
+            kept.append(("modules trained beside the adapters: trained copy, AdamW moments (N_s x 3 w)", N_s * 3 * w))
     else:
         kept = [] if offload else [("weights (N w / shards)", N * w / shard),
                                    ("AdamW moments (2 N w / shards)", 2 * N * w / shard)]
     if world > 1 and not (cfg.fsdp or cfg.cpu_offload):
-        kept.append(("DDP gradient buckets (trained parameters x w)", ((N_a + N_s) or N) * w))
+        kept.append(("DDP gradient buckets (trained parameters x w)", (N_a * 4 + N_s * w) or N * w))
     if (cfg.beta > 0 or (cfg.loss == "dpo" and cfg.dpo_ref == "initial")) and not cfg.lora_rank:
         kept.append(("frozen reference model (N x 2 bytes on CUDA)", N * (2 if cuda else w)))
     # the weights decoding reads: under FSDP / offload the whole model gathered (parallel.full_weights);
@@ -201,11 +202,11 @@ def plan(cfg, s, device="cuda", world=1, prompt_tokens=None):
     # training: from the second micro-batch on the gradients exist (the update frees them before the first
     # and after the step); the activations of one micro-batch; the log-prob head (rollout.ChunkedLogprobHead)
     grads = [] if offload else [("gradients (N w / shards)", N * w / shard)] if not cfg.lora_rank else \
-        [("gradients of the adapters and modules trained beside them ((N_a + N_s) x 4)", (N_a + N_s) * 4)]
+        [("gradients of the adapters and modules trained beside them (N_a x 4 + N_s w)", N_a * 4 + N_s * w)]
     # one micro-batch per step: no gradient exists before it, but the head's (V h w) is made first in its
     # backward, while the log-prob head's temporaries are alive (bench/memory.py measures it)
     head_grad = [] if offload or (cfg.lora_rank and not N_s) else [
-        ("gradient of the modules trained beside the adapters, made in the backward (N_s x 4)", N_s * 4)
+        ("gradient of the modules trained beside the adapters, made in the backward (N_s w)", N_s * w)
         if cfg.lora_rank else ("gradient of the output head, made first in the backward (V h w)", V * h * w)]
     train = (grads if rows_per_rank > b else head_grad) + [
         ("activations of one micro-batch (b S x per-token bytes)",

@@ -2,6 +2,8 @@
 for LoRA (--lora-rank 16) on the cards people own.
 
     python bench/recipes.py            # prints docs/gpu.md's two recipe tables (config.json shapes only)
+    python bench/recipes.py --lora-modules-to-save embed_tokens,input_layernorm,post_attention_layernorm,norm
+                                       # and LoRA's table with those modules trained beside the adapters
 
 Base run (the paper's setup scaled to one GPU): 2-GRPO, 64 prompts x 2 rollouts per step, 1024 new
 tokens, MATH prompts of at most 512 tokens, micro-batches of 8, fp32 weights with AdamW and bf16
@@ -71,12 +73,14 @@ def table():
     return "\n".join(lines)
 
 
-def lora_table():
+def lora_table(modules_to_save=""):
     """LoRA rows: the base run with --lora-rank 16 (a frozen bf16 base, fp32 adapters and their AdamW
-    moments) on the cards most people own; planned, until a GPU measures them."""
+    moments) on the cards most people own, and with --lora-modules-to-save `modules_to_save` when given
+    (those modules' fp32 copies and moments too); planned, until a GPU measures them."""
     import dataclasses
-    base = dataclasses.replace(BASE, lora_rank=LORA_RANK)
-    lines = ["| card (GiB) | model | flags added to the base run and `--lora-rank 16` | planned peak, with "
+    base = dataclasses.replace(BASE, lora_rank=LORA_RANK, lora_modules_to_save=modules_to_save)
+    added = f"`--lora-rank 16{f' --lora-modules-to-save {modules_to_save}' if modules_to_save else ''}`"
+    lines = [f"| card (GiB) | model | flags added to the base run and {added} | planned peak, with "
              "context and slack (GiB) | measured |", "|---|---|---|---|---|"]
     for name, card in LORA_ROWS:
         r = recipe(name, card, base)
@@ -90,6 +94,14 @@ def lora_table():
 
 
 if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lora-modules-to-save", default="", help="also print LoRA's table with these modules "
+                    "trained beside the adapters (train.py's flag of the same name)")
+    args = ap.parse_args()
     print(table())
     print()
     print(lora_table())
+    if args.lora_modules_to_save:
+        print()
+        print(lora_table(args.lora_modules_to_save))

@@ -49,18 +49,23 @@ def test_each_recipe_gets_its_verdict(tmp_path, capsys, monkeypatch, row):
         assert printed_host == pytest.approx(float(host), abs=0.5)
 
 
+SAVED = "embed_tokens,input_layernorm,post_attention_layernorm,norm"      # docs/gpu.md's second LoRA table
+
+
+@pytest.mark.parametrize("saved", ["", SAVED])
 @pytest.mark.parametrize("row", range(len(recipes.LORA_ROWS)))
-def test_each_lora_recipe_gets_its_verdict(tmp_path, capsys, row):
-    """docs/gpu.md's LoRA rows are what bench/recipes.py prints; each row's flags with --lora-rank 16
-    fit its card under --plan, and a row that does not fit has no flags that would."""
-    table = recipes.lora_table()
+def test_each_lora_recipe_gets_its_verdict(tmp_path, capsys, row, saved):
+    """docs/gpu.md's LoRA rows (and those with the embedding and norms trained beside the adapters) are
+    what bench/recipes.py prints; each row's flags with --lora-rank 16 fit its card under --plan, and a
+    row that does not fit has no flags that would."""
+    table = recipes.lora_table(saved)
     assert table in open(os.path.join(ROOT, "docs", "gpu.md")).read(), "docs/gpu.md LoRA table is out of date"
     card, name, flags, peak, _ = [c.strip() for c in table.splitlines()[2 + row].strip("|").split("|")]
     model = tmp_path / name
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"],
                                                    **recipes.SHAPES[name]}))
-    lora = ["--lora-rank", str(recipes.LORA_RANK)]
+    lora = ["--lora-rank", str(recipes.LORA_RANK)] + (["--lora-modules-to-save", saved] if saved else [])
     if flags.startswith("does not fit"):              # not even with every memory flag at its smallest
         out = train.main(["--plan", "--model", str(model), *BASE, *lora, "--logprob-chunk", "256",
                           "--gradient-checkpointing", "--micro-batch-size", "1", "--rollout-batch-size", "8"])

@@ -179,3 +179,19 @@ def test_the_adapter_directory_loads_in_peft(tmp_path, tiny_model_dir, saved):
     loaded = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "adapter")
     merged = AutoModelForCausalLM.from_pretrained(out / "model")
     assert torch.allclose(loaded(ids).logits, merged(ids).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, saved_dtype", [("bfloat16", torch.bfloat16), ("mixed", torch.float32)])
+def test_a_lora_run_in_bf16_keeps_the_adapters_in_fp32(tmp_path, tiny_model_dir, dtype, saved_dtype):
+    """--dtype bfloat16 (a bf16 model, no autocast: bf16 activations meet the fp32 adapters) and mixed (a
+    bf16 frozen base under autocast) both train; the adapters are fp32 in either, a module trained beside
+    them is in the weights' dtype (bf16, as full fine-tuning's --dtype bfloat16 keeps it) or fp32 (mixed)."""
+    out = tmp_path / dtype
+    train.main(small_run_args(tmp_path, tiny_model_dir, steps=3, prompts_per_step=64, lora_rank=4, lr=5e-3,
+                              dtype=dtype, lora_modules_to_save="norm", out_dir=str(out)))
+    assert any("grad_norm" in json.loads(line) for line in open(out / "metrics.jsonl"))  # an update ran
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+    assert {k: v.dtype for k, v in ckpt.items() if ".adapter." in k} == \
+        {k: torch.float32 for k in ckpt if ".adapter." in k} and len(ckpt) > 1
+    assert ckpt["model.norm.weight"].dtype == saved_dtype
+    assert any(v.abs().sum() > 0 for k, v in ckpt.items() if k.endswith(".adapter.B"))     # they trained

@@ -141,9 +141,11 @@ def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir, engine):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / engine
     # FSDP with the memory options and a KL reference too: each changes how the sharded model is run;
-    # LoRA under DDP: only the adapters train, the reference is the model with its adapters off
+    # LoRA under DDP: the adapters and the modules trained beside them (the embedding = the head, the final
+    # norm) train, the reference is the model with its adapters off and those modules at their base values
     extra = {"fsdp": dict(fsdp=True, gradient_checkpointing=True, logprob_chunk=4, beta=0.04),
-             "ddp-lora": dict(lora_rank=4, lr=5e-3, beta=0.04, prompts_per_step=32),
+             "ddp-lora": dict(lora_rank=4, lr=5e-3, beta=0.04, prompts_per_step=32,
+                              lora_modules_to_save="embed_tokens,norm"),
              "fsdp-lora": dict(fsdp=True, gradient_checkpointing=True, lora_rank=4, lr=5e-3, beta=0.04,
                                prompts_per_step=32)}.get(engine, {})
     torchrun(small_run_args(tmp_path, tiny_model_dir, steps=2, out_dir=str(out), **extra), root)
@@ -162,9 +164,11 @@ def test_torchrun_two_processes_end_to_end(tmp_path, tiny_model_dir, engine):
                         Sampling(max_new_tokens=12, temperature=0.0, max_rows=64), progress=False)["mean@1"]
     assert summary["held_out_before"] == pytest.approx(alone(tiny_model_dir))
     assert summary["held_out_after"] == pytest.approx(alone(out / "model"))      # the saved final model
-    if engine.endswith("lora"):         # the checkpoint holds the adapters alone; the final model is merged
+    if engine.endswith("lora"):         # the checkpoint holds the adapters (and saved modules); model/ is merged
         ckpt = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
-        assert ckpt and all(".adapter." in k for k in ckpt) and (out / "adapter" / "adapter_config.json").exists()
+        saved = {"model.embed_tokens.weight", "model.norm.weight"} if engine == "ddp-lora" else set()
+        assert {k for k in ckpt if ".adapter." not in k} == saved and any(".adapter." in k for k in ckpt)
+        assert (out / "adapter" / "adapter_config.json").exists()
     if engine.startswith("fsdp"):
         # resume from the gathered checkpoint into a sharded model, one more step
         torchrun(small_run_args(tmp_path, tiny_model_dir, steps=3, out_dir=str(out), resume=True, **extra), root)

@@ -202,10 +202,11 @@ def test_the_plan_is_within_25_percent_of_a_measured_peak():
         assert 0.75 <= r["planned_mb_per_seq"] / r["peak_mb_per_seq"] <= 1.25, (option, r)
 
 
-def test_modules_trained_beside_lora_adapters_are_counted_once_in_fp32_with_moments():
-    """--lora-modules-to-save: each parameter trained beside the adapters holds an fp32 weight and two
-    fp32 moments (12 bytes) and an fp32 gradient (4); a tied head named beside the embedding is the same
-    parameter, counted once."""
+def test_modules_trained_beside_lora_adapters_are_counted_once_with_their_moments():
+    """--lora-modules-to-save: each parameter trained beside the adapters holds a trained copy and two
+    AdamW moments, in fp32 (12 bytes; under mixed precision too, where the frozen base is bf16) or in
+    bf16 under --dtype bfloat16 (6 bytes); a tied head named beside the embedding is the same parameter,
+    counted once."""
     config = Qwen2Config(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
     s = plan.shape(config)
@@ -213,8 +214,10 @@ def test_modules_trained_beside_lora_adapters_are_counted_once_in_fp32_with_mome
                  lora_rank=2, lora_modules_to_save="embed_tokens,lm_head,input_layernorm,norm")
     N_s = 100 * 16 + 2 * 16 + 16                 # the embedding (= the head), 2 layers' input norms, the final norm
     assert plan.saved_sizes(cfg, s) == (N_s, 100 * 16)
-    kept = dict(plan.plan(cfg, s, device="cuda")[0]["kept"])
-    assert kept["modules trained beside the adapters: fp32 weights, AdamW moments (N_s x 12)"] == N_s * 12
+    part = "modules trained beside the adapters: trained copy, AdamW moments (N_s x 3 w)"
+    for dtype, bytes_each in [("mixed", 12), ("float32", 12), ("bfloat16", 6)]:
+        with_dtype = Config(**{**vars(cfg), "dtype": dtype})
+        assert dict(plan.plan(with_dtype, s, device="cuda")[0]["kept"])[part] == N_s * bytes_each, dtype
     alone = Config(**{**vars(cfg), "lora_modules_to_save": ""})
     assert plan.plan(cfg, s, device="cuda")[1] > plan.plan(alone, s, device="cuda")[1] + N_s * 12
     assert plan.saved_sizes(Config(**{**vars(cfg), "lora_rank": 0}), s) == (0, 0)     # full fine-tuning: none
