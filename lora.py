@@ -16,7 +16,7 @@ finds LoRA, even at rank 1, matches full fine-tuning on RL for math when every L
 the MLP is adapted, at about 10x full fine-tuning's learning rate; a policy-gradient step carries about
 one bit per episode. (A tiny model learning a new skill from scratch, as the built-in task's, needs
 more rank than a pretrained model eliciting one, and misses what LoRA leaves frozen, its embedding and
-norms: docs/training.md, LoRA.)
+norms: with them trained beside rank 32 it matches full fine-tuning; docs/training.md, LoRA.)
 
 --lora-modules-to-save trains some modules in full beside the adapters (PEFT's modules_to_save: the
 embedding, the norms), each keeping a copy of its base value for the reference (train_modules).

@@ -2,7 +2,7 @@
 peak memory, each arm the default run in a fresh process.
 
     python bench/lora_vs_full.py                          # full fine-tuning, LoRA ranks 1, 8, 32 (and 32 with the
-                                                          # embedding and norms trained); 3 seeds (~55 min)
+                                                          # embedding and norms trained); 3 seeds (~70 min)
     python bench/lora_vs_full.py --ranks 32               # the ranks' table without ranks 1 and 8
     python bench/lora_vs_full.py --seeds 0 --steps 300    # a quick look
     python bench/lora_vs_full.py --ranks 8 --seeds 0 --lr-multipliers 2.5 5 10 20    # LoRA's learning rate
