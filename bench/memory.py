@@ -133,17 +133,17 @@ print(json.dumps({{"peak_mb_per_seq": peak / 2**20 / B, "tokens_per_s": B * (L +
 
 
 def planned_mb_per_seq(cfg, layers, seqs, prompt, completion, chunk, ckpt, device, lora=0):
-    """plan.py's bytes for this benchmark's step, per sequence: the activations and the log-prob head of
-    one micro-batch, and the output head's fp32 gradient, made first in the backward, while the log-prob
-    head's temporaries are alive (the other gradients come after that peak, as in a run's only
-    micro-batch; LoRA's head is frozen)."""
+    """plan.py's "training micro-batch" phase for this benchmark's step, per sequence: a run whose step is
+    one micro-batch of `seqs` sequences (the activations and the log-prob head of the micro-batch, and
+    the output head's gradient, made first in the backward; LoRA's head is frozen)."""
     import plan
+    from config import Config
     from transformers import Qwen2Config
     s = plan.shape(Qwen2Config(vocab_size=151936, num_hidden_layers=layers, **cfg))
-    a = 2 if device == "cuda" else 4                  # bf16 autocast on CUDA, fp32 on a CPU
-    total = (seqs * (prompt + completion) * plan.activation_bytes_per_token(s, a, ckpt)
-             + plan.logit_bytes(s, a, seqs, completion, chunk) + (0 if lora else s["V"] * s["h"] * 4))
-    return total / 2 ** 20 / seqs
+    step = Config(prompts_per_step=seqs, group_size=1, micro_batch_size=seqs, max_new_tokens=completion,
+                  logprob_chunk=chunk, gradient_checkpointing=ckpt, lora_rank=lora)
+    phases, _ = plan.plan(step, s, device, prompt_tokens=prompt)      # dtype auto: fp32 on a CPU, mixed on CUDA
+    return sum(size for _, size in phases["training micro-batch"]) / 2 ** 20 / seqs
 
 
 def measure(cfg, layers, seqs, prompt, completion, option, device):
