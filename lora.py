@@ -56,9 +56,11 @@ class Adapter(torch.nn.Module):
         self.scale = alpha / rank
         self.enabled = True
 
-    def forward(self, x):                                  # x: (..., in) -> (..., out), in A's dtype
-        x = x.to(self.A.dtype)          # --dtype bfloat16: bf16 activations meet the fp32 adapter (autocast: a no-op)
-        return torch.nn.functional.linear(torch.nn.functional.linear(x, self.A), self.B) * self.scale
+    def forward(self, x):                                  # x: (..., in) -> (..., out), in x's dtype
+        # the small fp32 A and B cast to the activations' dtype (--dtype bfloat16: bf16), as autocast does
+        # under mixed precision: no copy of the activations; the gradient still reaches the fp32 weights
+        A, B = self.A.to(x.dtype), self.B.to(x.dtype)
+        return torch.nn.functional.linear(torch.nn.functional.linear(x, A), B) * self.scale
 
     def merged_weight(self, weight):
         """W + (alpha / r) B A: (out, in) in fp32, the Linear's weight with the adapter added, made by one
@@ -100,7 +102,7 @@ def add_adapters(model, rank, alpha, targets=DEFAULT_TARGETS, seed=0):
 def train_modules(model, names, dtype=torch.float32):
     """Train the modules whose names end in one of `names` in full beside the adapters (PEFT's
     modules_to_save: embed_tokens, input_layernorm, post_attention_layernorm, norm, ...): their parameters
-    in `dtype` (fp32 under mixed precision, where AdamW's updates need it, as the adapters' do; None: the
+    in `dtype` (fp32 under mixed precision, where AdamW's updates need it, as the adapters' do; else the
     model's own dtype, as full fine-tuning's --dtype keeps it), each keeping its base value, in the base's
     dtype, in the owning module's `lora_base` dict (no state-dict entry, nothing DDP broadcasts), which
     adapters_off swaps in. A tied weight (embed_tokens = lm_head) is one parameter: it trains once, as
@@ -121,7 +123,7 @@ def train_modules(model, names, dtype=torch.float32):
     for owner, attr, _ in trained.values():
         p = getattr(owner, attr)
         owner.__dict__.setdefault("lora_base", {})[attr] = p.data           # the base value, frozen
-        p.data = p.data.to(dtype or p.dtype, copy=True)                     # the trained copy
+        p.data = p.data.to(dtype, copy=True)                                # the trained copy
         p.requires_grad_(True)
     return sorted(name for _, _, name in trained.values())
 

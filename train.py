@@ -183,7 +183,7 @@ def setup(cfg, device, log):
         try:
             add_adapters(raw_model, cfg.lora_rank, cfg.lora_alpha, names(cfg.lora_targets), seed=cfg.seed)
             if names(cfg.lora_modules_to_save):         # modules trained in full beside them (the embedding, ...)
-                train_modules(raw_model, names(cfg.lora_modules_to_save), torch.float32 if mixed else None)
+                train_modules(raw_model, names(cfg.lora_modules_to_save), torch.float32 if mixed else raw_model.dtype)
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
     train_set, held_out = prompt_sets(train_set[:cfg.train_problems or None], held_out, tok,

@@ -79,8 +79,8 @@ def lora_table(modules_to_save=""):
     (those modules' fp32 copies and moments too); planned, until a GPU measures them."""
     import dataclasses
     base = dataclasses.replace(BASE, lora_rank=LORA_RANK, lora_modules_to_save=modules_to_save)
-    added = f"`--lora-rank 16{f' --lora-modules-to-save {modules_to_save}' if modules_to_save else ''}`"
-    lines = [f"| card (GiB) | model | flags added to the base run and {added} | planned peak, with "
+    added = f"--lora-rank {LORA_RANK}" + (f" --lora-modules-to-save {modules_to_save}" if modules_to_save else "")
+    lines = [f"| card (GiB) | model | flags added to the base run and `{added}` | planned peak, with "
              "context and slack (GiB) | measured |", "|---|---|---|---|---|"]
     for name, card in LORA_ROWS:
         r = recipe(name, card, base)
