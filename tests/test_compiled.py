@@ -1,11 +1,11 @@
 """compiled.py: the compiled decoder gives the eager loop's tokens and log-probs, decodes in buckets over a cache it keeps,
 and attends over grouped-query keys without copying them."""
 
-import os
 import shutil
 
 import pytest
 import torch
+from helpers import FORCED_ISA
 from test_rollout import EOS, PROMPTS, make, reference_logprobs
 
 from rollout import Sampling, decoder_for, sample
@@ -14,10 +14,6 @@ from rollout import Sampling, decoder_for, sample
 # {"backend": "eager"} runs it through torch.compile's tracer without generating code (seconds); the
 # default backend generates C++ on the CPU (about a minute) and needs a C compiler.
 HAS_CC = bool(shutil.which("cc") or shutil.which("gcc"))
-# torch.compile's CPU code generation follows a forced ATEN_CPU_CAPABILITY (how the suite stands in for
-# other CPUs) and breaks under it: "default" writes C++ that does not compile, "avx2" returns wrong
-# logits on an AVX-512 CPU (torch 2.13). The traced path runs under every setting.
-FORCED_ISA = bool(os.environ.get("ATEN_CPU_CAPABILITY"))
 COMPILERS = [pytest.param({"backend": "eager"}, id="traced"),
              pytest.param(True, id="inductor", marks=pytest.mark.skipif(
                  not HAS_CC or FORCED_ISA, reason="no C compiler (torch.compile's default backend builds C++ on "
